@@ -1,0 +1,402 @@
+//! [`ClientBuilder`]: settings with documented defaults, validated up front.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{ConfigError, Error};
+use crate::lock::{Client, Inner};
+use crate::node::{Node, address};
+use crate::quorum;
+
+/// Default lease asked of every node.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+/// Default bound on one node's answer to one call (connection included).
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Default bound on opening a connection in the background.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default pause between attempts of [`Client::acquire`].
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Default random spread (±) around the retry delay.
+pub const DEFAULT_RETRY_JITTER: Duration = Duration::from_millis(50);
+/// Default time [`Client::acquire`] keeps trying.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default clock-drift factor: 1 % of the TTL (plus 2 ms).
+pub const DEFAULT_DRIFT_FACTOR: f64 = 0.01;
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "redfence";
+/// Default number of commands that may queue per node connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+/// Longest accepted TTL: use the watchdog (auto-extension) for longer holds.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+const MAX_PREFIX_LEN: usize = 128;
+
+/// The validated settings a [`Client`] runs with.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) ttl: Duration,
+    pub(crate) node_timeout: Duration,
+    pub(crate) retry_delay: Duration,
+    pub(crate) retry_jitter: Duration,
+    pub(crate) wait_timeout: Duration,
+    pub(crate) drift_factor: f64,
+    pub(crate) min_validity: Duration,
+    pub(crate) prefix: String,
+}
+
+impl Settings {
+    /// A TTL must leave validity after the drift allowance and two rounds (acquire and
+    /// token commit) that each may take up to the node timeout.
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<(), ConfigError> {
+        if ttl.is_zero() {
+            return Err(ConfigError::Zero { setting: "ttl" });
+        }
+        if ttl > MAX_TTL {
+            return Err(ConfigError::TooLarge {
+                setting: "ttl",
+                value: ttl,
+                max: MAX_TTL,
+            });
+        }
+        let drift = quorum::drift(ttl, self.drift_factor);
+        let used = drift + 2 * self.node_timeout + self.min_validity;
+        if ttl <= used {
+            // Smallest TTL whose own drift still fits: solve ttl > ttl*f + fixed.
+            let fixed = quorum::DRIFT_FLOOR + 2 * self.node_timeout + self.min_validity;
+            let minimum = fixed.div_f64(1.0 - self.drift_factor) + Duration::from_millis(1);
+            return Err(ConfigError::TtlTooSmall {
+                ttl,
+                drift,
+                node_timeout: self.node_timeout,
+                min_validity: self.min_validity,
+                minimum,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Client`]; every setting has a default, and [`build`](Self::build) checks
+/// them all.
+///
+/// ```
+/// # fn main() -> Result<(), redfence::Error> {
+/// use std::time::Duration;
+///
+/// let client = redfence::Client::builder()
+///     .nodes(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"])
+///     .ttl(Duration::from_secs(5))
+///     .build()?; // connects lazily: nothing needs to run yet
+/// assert_eq!(client.quorum(), 2);
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "call .build()"]
+#[derive(Clone)]
+pub struct ClientBuilder {
+    urls: Vec<String>,
+    ttl: Duration,
+    node_timeout: Duration,
+    connect_timeout: Duration,
+    retry_delay: Duration,
+    retry_jitter: Duration,
+    wait_timeout: Duration,
+    drift_factor: f64,
+    min_validity: Duration,
+    prefix: String,
+    max_in_flight: usize,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            urls,
+            ttl,
+            node_timeout,
+            connect_timeout,
+            retry_delay,
+            retry_jitter,
+            wait_timeout,
+            drift_factor,
+            min_validity,
+            prefix,
+            max_in_flight,
+        } = self;
+        let urls: Vec<String> = urls.iter().map(|u| redact(u)).collect();
+        f.debug_struct("ClientBuilder")
+            .field("urls", &urls)
+            .field("ttl", ttl)
+            .field("node_timeout", node_timeout)
+            .field("connect_timeout", connect_timeout)
+            .field("retry_delay", retry_delay)
+            .field("retry_jitter", retry_jitter)
+            .field("wait_timeout", wait_timeout)
+            .field("drift_factor", drift_factor)
+            .field("min_validity", min_validity)
+            .field("prefix", prefix)
+            .field("max_in_flight", max_in_flight)
+            .finish()
+    }
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            ttl: DEFAULT_TTL,
+            node_timeout: DEFAULT_NODE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            retry_delay: DEFAULT_RETRY_DELAY,
+            retry_jitter: DEFAULT_RETRY_JITTER,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            drift_factor: DEFAULT_DRIFT_FACTOR,
+            min_validity: Duration::ZERO,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds one node: `redis://[user:password@]host:port[/db]`, or `rediss://` with the
+    /// `tls` feature. Each node must be an independent primary (no replicas, no cluster).
+    /// Defaults to no nodes.
+    pub fn node(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
+        self
+    }
+
+    /// Adds several nodes; see [`node`](Self::node). Defaults to no nodes.
+    pub fn nodes<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.urls.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// Lease asked of every node; the validity handed out is shorter by the time the
+    /// acquisition took and the drift allowance. Defaults to [`DEFAULT_TTL`] (10 s).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Bound on one node's answer to one call, connecting included. A node slower than
+    /// this counts as failed for that call. Defaults to [`DEFAULT_NODE_TIMEOUT`] (200 ms).
+    pub fn node_timeout(mut self, timeout: Duration) -> Self {
+        self.node_timeout = timeout;
+        self
+    }
+
+    /// Bound on opening a connection (which happens in the background, so it may outlast
+    /// the call that started it). Defaults to [`DEFAULT_CONNECT_TIMEOUT`] (1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Pause between attempts of [`Client::acquire`]. Defaults to
+    /// [`DEFAULT_RETRY_DELAY`] (100 ms).
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Random spread around the retry delay (uniform in `delay ± jitter`), so that
+    /// waiters do not retry in lockstep. Defaults to [`DEFAULT_RETRY_JITTER`] (50 ms).
+    pub fn retry_jitter(mut self, jitter: Duration) -> Self {
+        self.retry_jitter = jitter;
+        self
+    }
+
+    /// How long [`Client::acquire`] keeps trying. Defaults to
+    /// [`DEFAULT_WAIT_TIMEOUT`] (10 s).
+    pub fn wait_timeout(mut self, wait: Duration) -> Self {
+        self.wait_timeout = wait;
+        self
+    }
+
+    /// Fraction of the TTL by which node clocks may run fast; the drift allowance is
+    /// `ttl * factor + 2 ms`. Defaults to [`DEFAULT_DRIFT_FACTOR`] (0.01).
+    pub fn drift_factor(mut self, factor: f64) -> Self {
+        self.drift_factor = factor;
+        self
+    }
+
+    /// An acquisition whose validity would not exceed this fails (and is retried by
+    /// `acquire`). Defaults to zero: any positive validity.
+    pub fn min_validity(mut self, min: Duration) -> Self {
+        self.min_validity = min;
+        self
+    }
+
+    /// Prefix of every key: `prefix:{resource}:lock` and `prefix:{resource}:fence`.
+    /// Defaults to [`DEFAULT_PREFIX`] (`redfence`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Commands that may queue on one node's connection before senders wait. Defaults to
+    /// [`DEFAULT_MAX_IN_FLIGHT`] (4096).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// Checks every setting and builds the client. Connections open lazily, so this
+    /// succeeds while nodes are down.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the bad value: no nodes, an unparsable URL, the same
+    /// `host:port` twice, a zero or absurd duration, a TTL too small for the drift and
+    /// timeouts, a drift factor outside `[0, 0.5)`, a jitter above the retry delay, or a
+    /// prefix that is empty, too long or contains `{`/`}`.
+    pub fn build(self) -> Result<Client, Error> {
+        let settings = self.settings()?;
+        let mut nodes: Vec<(Arc<Node>, &str)> = Vec::with_capacity(self.urls.len());
+        for url in &self.urls {
+            let client = redis::Client::open(url.as_str()).map_err(|e| ConfigError::InvalidUrl {
+                url: redact(url),
+                reason: e.to_string(),
+            })?;
+            if let Some((_, first)) = nodes.iter().find(|(n, _)| n.name() == address(&client)) {
+                return Err(ConfigError::DuplicateNode {
+                    node: address(&client),
+                    first: redact(first),
+                    second: redact(url),
+                }
+                .into());
+            }
+            let node = Node::new(
+                client,
+                settings.node_timeout,
+                self.connect_timeout,
+                self.max_in_flight,
+            );
+            nodes.push((Arc::new(node), url));
+        }
+        let nodes = nodes.into_iter().map(|(n, _)| n).collect();
+        Ok(Client::from_inner(Inner { nodes, settings }))
+    }
+
+    fn settings(&self) -> Result<Settings, ConfigError> {
+        if self.urls.is_empty() {
+            return Err(ConfigError::NoNodes);
+        }
+        for (setting, value, max) in [
+            ("node_timeout", self.node_timeout, MAX_TIMEOUT),
+            ("connect_timeout", self.connect_timeout, MAX_TIMEOUT),
+            ("wait_timeout", self.wait_timeout, MAX_WAIT),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero { setting });
+            }
+            if value > max {
+                return Err(ConfigError::TooLarge {
+                    setting,
+                    value,
+                    max,
+                });
+            }
+        }
+        if self.retry_delay > MAX_TIMEOUT {
+            return Err(ConfigError::TooLarge {
+                setting: "retry_delay",
+                value: self.retry_delay,
+                max: MAX_TIMEOUT,
+            });
+        }
+        if self.retry_jitter > self.retry_delay {
+            return Err(ConfigError::Jitter {
+                jitter: self.retry_jitter,
+                delay: self.retry_delay,
+            });
+        }
+        if !(0.0..0.5).contains(&self.drift_factor) {
+            return Err(ConfigError::DriftFactor(self.drift_factor));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::Zero {
+                setting: "max_in_flight",
+            });
+        }
+        let bad_prefix = |reason| ConfigError::Prefix {
+            prefix: self.prefix.clone(),
+            reason,
+        };
+        if self.prefix.is_empty() {
+            return Err(bad_prefix("it is empty"));
+        }
+        if self.prefix.len() > MAX_PREFIX_LEN {
+            return Err(bad_prefix("it is longer than 128 bytes"));
+        }
+        if self.prefix.contains(['{', '}']) {
+            return Err(bad_prefix("it contains '{' or '}', which would break the hash tag"));
+        }
+        let settings = Settings {
+            ttl: self.ttl,
+            node_timeout: self.node_timeout,
+            retry_delay: self.retry_delay,
+            retry_jitter: self.retry_jitter,
+            wait_timeout: self.wait_timeout,
+            drift_factor: self.drift_factor,
+            min_validity: self.min_validity,
+            prefix: self.prefix.clone(),
+        };
+        settings.check_ttl(self.ttl)?;
+        Ok(settings)
+    }
+}
+
+/// A URL with its password replaced by `<redacted>`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    let shown = if userinfo.contains(':') {
+        format!("{user}:<redacted>")
+    } else {
+        // `redis://secret@host` is read by some clients as a bare password.
+        "<redacted>".to_owned()
+    };
+    format!("{}{shown}{}", &url[..scheme_end + 3], &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(redact("redis://u:pw@h:1/0"), "redis://u:<redacted>@h:1/0");
+        assert_eq!(redact("redis://:pw@h:1"), "redis://:<redacted>@h:1");
+        assert_eq!(redact("redis://pw@h:1"), "redis://<redacted>@h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(redact("not a url"), "not a url");
+        assert_eq!(redact("redis://u:p@ss@h:1"), "redis://u:<redacted>@h:1");
+    }
+
+    #[test]
+    fn minimum_ttl_in_the_error_is_accepted() {
+        let s = ClientBuilder::default().node("redis://h:1").settings().unwrap();
+        let Err(ConfigError::TtlTooSmall { minimum, .. }) = s.check_ttl(Duration::from_millis(5))
+        else {
+            panic!("5 ms accepted");
+        };
+        s.check_ttl(minimum).unwrap();
+        assert!(s.check_ttl(minimum - Duration::from_millis(2)).is_err());
+    }
+}

@@ -1,0 +1,418 @@
+//! Error types. Every failure that involves a node names it; nothing from the network
+//! panics.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+/// Everything that can go wrong in redfence.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client's settings are invalid; nothing was contacted.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+
+    /// The resource name cannot be used as a lock name.
+    #[error("invalid resource name {name:?}: {reason}")]
+    InvalidResource {
+        /// The name as given (cut to 64 characters).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A quorum of nodes could not be reached for a step, so its outcome is unknown or
+    /// negative because of failures (not because another owner holds the lock).
+    #[error(
+        "{step} of {resource:?} reached no quorum: {granted} granted, {refused} refused, \
+         {failed} failed (quorum {quorum} of {nodes}){}",
+        NodeErrors(errors)
+    )]
+    NoQuorum {
+        /// The lock name.
+        resource: String,
+        /// The step that failed.
+        step: Step,
+        /// Nodes that did what was asked.
+        granted: usize,
+        /// Nodes that answered no (held by another owner, or not ours).
+        refused: usize,
+        /// Nodes that failed or timed out; see `errors`.
+        failed: usize,
+        /// Nodes needed.
+        quorum: usize,
+        /// Nodes in the client.
+        nodes: usize,
+        /// Each failed node's cause, naming the node.
+        errors: Vec<NodeError>,
+    },
+
+    /// `acquire` gave up: the lock was not obtained within the wait timeout.
+    #[error(
+        "timed out after {waited:?} waiting for {resource:?} ({attempts} attempts){}",
+        match last_error { Some(e) => format!("; last attempt: {e}"), None => String::from("; held by another owner") }
+    )]
+    WaitTimeout {
+        /// The lock name.
+        resource: String,
+        /// How long `acquire` waited.
+        waited: Duration,
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error, when it failed rather than found the lock held.
+        last_error: Option<Box<Error>>,
+    },
+
+    /// The lock can no longer be proven held (an extend after expiry, another owner).
+    #[error("lock {resource:?} lost: {reason}")]
+    Lost {
+        /// The lock name.
+        resource: String,
+        /// Why.
+        reason: LossReason,
+    },
+
+    /// A quorum granted, but the attempt took so long that no validity was left (a
+    /// TTL too short for the network, or a stalled client).
+    #[error(
+        "acquiring {resource:?} took {elapsed:?}, leaving no validity of the {ttl:?} ttl \
+         (drift allowance {drift:?})"
+    )]
+    NoValidity {
+        /// The lock name.
+        resource: String,
+        /// How long the attempt took.
+        elapsed: Duration,
+        /// The lease asked for.
+        ttl: Duration,
+        /// The drift allowance.
+        drift: Duration,
+    },
+}
+
+impl Error {
+    /// True when a timeout caused this: the wait timeout, or every failed node timed out.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::WaitTimeout { .. } => true,
+            Self::NoQuorum { errors, .. } => {
+                !errors.is_empty() && errors.iter().all(NodeError::is_timeout)
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the lock is held by another owner (only `WaitTimeout` without a last
+    /// error says so: `try_acquire` reports a held lock as `Ok(None)`).
+    pub fn is_held_elsewhere(&self) -> bool {
+        matches!(
+            self,
+            Self::WaitTimeout {
+                last_error: None,
+                ..
+            }
+        )
+    }
+
+    /// True for [`Error::Lost`].
+    pub fn is_lost(&self) -> bool {
+        matches!(self, Self::Lost { .. })
+    }
+
+    /// The per-node causes carried by this error, if any.
+    pub fn node_errors(&self) -> &[NodeError] {
+        match self {
+            Self::NoQuorum { errors, .. } => errors,
+            Self::WaitTimeout {
+                last_error: Some(e),
+                ..
+            } => e.node_errors(),
+            _ => &[],
+        }
+    }
+}
+
+/// Lists per-node causes after an error message.
+struct NodeErrors<'a>(&'a [NodeError]);
+
+impl fmt::Display for NodeErrors<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            f.write_str(if i == 0 { ": " } else { "; " })?;
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a held lock can no longer be proven held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LossReason {
+    /// A majority of nodes answered that the lock key is gone or belongs to another owner.
+    NotOwner {
+        /// Nodes that said so.
+        nodes: usize,
+    },
+    /// The validity ran out before an extension completed (or the extension was asked for
+    /// after it had run out).
+    ValidityElapsed,
+}
+
+impl fmt::Display for LossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotOwner { nodes } => {
+                write!(f, "{nodes} nodes say the lock is gone or has another owner")
+            }
+            Self::ValidityElapsed => f.write_str("validity elapsed before it could be extended"),
+        }
+    }
+}
+
+/// The protocol step in which a node failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Opening the connection.
+    Connect,
+    /// `SET NX PX` + `INCR`.
+    Acquire,
+    /// Raising the fence counter to the chosen token.
+    Commit,
+    /// Renewing the lease.
+    Extend,
+    /// Deleting the lock.
+    Release,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "connect",
+            Self::Acquire => "acquire",
+            Self::Commit => "token commit",
+            Self::Extend => "extend",
+            Self::Release => "release",
+        })
+    }
+}
+
+/// What kind of failure a node had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeErrorKind {
+    /// Nothing listens at the node's address.
+    ConnectionRefused,
+    /// No answer within the per-node timeout (a paused or overloaded node).
+    Timeout,
+    /// Other I/O failure (reset, broken pipe, DNS).
+    Io,
+    /// Authentication failed (`WRONGPASS`, `NOAUTH`).
+    Auth,
+    /// The ACL user may not run a command or touch a key (`NOPERM`).
+    NoPermission,
+    /// A key redfence uses holds a value of another type: a user's key collides with a
+    /// lock or fence key.
+    WrongType,
+    /// The node is loading its dataset (`LOADING`).
+    Loading,
+    /// The node answered something redfence does not understand.
+    BadReply,
+    /// Any other error the node returned.
+    Server,
+}
+
+impl NodeErrorKind {
+    /// True for failures that may pass by themselves (a node down, paused, loading):
+    /// worth retrying. Authentication, permission, wrong-type and bad-reply errors are
+    /// lasting.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Self::ConnectionRefused | Self::Timeout | Self::Io | Self::Loading | Self::Server
+        )
+    }
+}
+
+/// One node's failure, naming the node.
+#[derive(Debug, Clone)]
+pub struct NodeError {
+    node: String,
+    step: Step,
+    kind: NodeErrorKind,
+    detail: String,
+    source: Option<RedisError>,
+}
+
+impl NodeError {
+    pub(crate) fn new(node: &str, step: Step, kind: NodeErrorKind, detail: String) -> Self {
+        Self {
+            node: node.to_owned(),
+            step,
+            kind,
+            detail,
+            source: None,
+        }
+    }
+
+    pub(crate) fn timeout(node: &str, step: Step, after: Duration) -> Self {
+        Self::new(
+            node,
+            step,
+            NodeErrorKind::Timeout,
+            format!("no answer within {after:?}"),
+        )
+    }
+
+    pub(crate) fn from_redis(node: &str, step: Step, err: RedisError) -> Self {
+        let kind = classify(&err);
+        let detail = err.to_string();
+        Self {
+            node: node.to_owned(),
+            step,
+            kind,
+            detail,
+            source: Some(err),
+        }
+    }
+
+    /// The node, as `host:port` (never with credentials).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The step that failed.
+    pub fn step(&self) -> Step {
+        self.step
+    }
+
+    /// What kind of failure it was.
+    pub fn kind(&self) -> NodeErrorKind {
+        self.kind
+    }
+
+    /// True when the node did not answer in time.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == NodeErrorKind::Timeout
+    }
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {} ({}): {}", self.node, self.step, self.detail)
+    }
+}
+
+impl std::error::Error for NodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+fn classify(err: &RedisError) -> NodeErrorKind {
+    if err.is_connection_refusal() {
+        return NodeErrorKind::ConnectionRefused;
+    }
+    if err.is_timeout() {
+        return NodeErrorKind::Timeout;
+    }
+    match err.kind() {
+        ErrorKind::AuthenticationFailed => return NodeErrorKind::Auth,
+        ErrorKind::Io => return NodeErrorKind::Io,
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => return NodeErrorKind::BadReply,
+        ErrorKind::Server(ServerErrorKind::NoPerm) => return NodeErrorKind::NoPermission,
+        ErrorKind::Server(ServerErrorKind::BusyLoading) => return NodeErrorKind::Loading,
+        _ => {}
+    }
+    match err.code() {
+        Some("WRONGTYPE") => NodeErrorKind::WrongType,
+        Some("NOAUTH" | "WRONGPASS") => NodeErrorKind::Auth,
+        Some("NOPERM") => NodeErrorKind::NoPermission,
+        _ if err.is_io_error() => NodeErrorKind::Io,
+        _ => NodeErrorKind::Server,
+    }
+}
+
+/// A setting the builder rejected, naming the bad value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No node was given.
+    #[error("no nodes: give at least one node URL (three or more for fault tolerance)")]
+    NoNodes,
+    /// A node URL does not parse.
+    #[error("node URL {url:?} is invalid: {reason}")]
+    InvalidUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The same server appears twice, which would let one server count as two votes.
+    #[error("node {node} is given twice ({first:?} and {second:?}); nodes must be independent servers")]
+    DuplicateNode {
+        /// `host:port`.
+        node: String,
+        /// First URL (password redacted).
+        first: String,
+        /// Second URL (password redacted).
+        second: String,
+    },
+    /// A duration that must be positive is zero.
+    #[error("{setting} must be greater than zero")]
+    Zero {
+        /// The setting.
+        setting: &'static str,
+    },
+    /// A duration is beyond any sensible bound.
+    #[error("{setting} of {value:?} is too large (at most {max:?})")]
+    TooLarge {
+        /// The setting.
+        setting: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The largest accepted.
+        max: Duration,
+    },
+    /// The TTL leaves no validity after the drift allowance and the time a round may take.
+    #[error(
+        "ttl of {ttl:?} is too small: drift ({drift:?}) plus two node timeouts ({node_timeout:?} each) \
+         plus min_validity ({min_validity:?}) already use it; use a ttl above {minimum:?}"
+    )]
+    TtlTooSmall {
+        /// The TTL given.
+        ttl: Duration,
+        /// Its drift allowance.
+        drift: Duration,
+        /// The per-node timeout.
+        node_timeout: Duration,
+        /// The minimum validity asked for.
+        min_validity: Duration,
+        /// The smallest TTL that would be accepted.
+        minimum: Duration,
+    },
+    /// The drift factor is not a number in `[0, 0.5)`.
+    #[error("drift_factor {0} is invalid: it must be at least 0 and below 0.5")]
+    DriftFactor(f64),
+    /// The key prefix is unusable.
+    #[error("key prefix {prefix:?} is invalid: {reason}")]
+    Prefix {
+        /// The prefix given.
+        prefix: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The jitter is larger than the retry delay it varies.
+    #[error("retry_jitter {jitter:?} is larger than retry_delay {delay:?}")]
+    Jitter {
+        /// The jitter given.
+        jitter: Duration,
+        /// The retry delay.
+        delay: Duration,
+    },
+}

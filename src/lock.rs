@@ -1,0 +1,510 @@
+//! [`Client`]: one acquisition attempt ([`Client::try_acquire`]) and the waiting loop
+//! ([`Client::acquire`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use rand::RngExt;
+
+use crate::config::{ClientBuilder, Settings};
+use crate::error::{Error, NodeError, Step};
+use crate::fence::FencingToken;
+use crate::guard::{GuardParts, LockGuard};
+use crate::node::Node;
+use crate::quorum::{self, Decision, Tally, TokenPlan, Vote};
+use crate::scripts::Keys;
+
+/// Longest accepted resource name, in bytes.
+pub const MAX_RESOURCE_LEN: usize = 1024;
+
+/// A RedLock client over N independent nodes. Cheap to clone; clones share connections.
+///
+/// ## Behavior
+///
+/// - **Node loss.** Each call goes to every node at once and is decided as soon as its
+///   outcome is certain, so up to `N - quorum` dead, paused or slow nodes cost nothing on
+///   a decided call. Connections open lazily and reopen in the background.
+/// - **Timeouts.** Each node gets [`node_timeout`](ClientBuilder::node_timeout) per call;
+///   an acquisition takes at most two such rounds (grant, then token commit).
+/// - **Drop.** A [`LockGuard`] dropped without [`release`](LockGuard::release) is released
+///   on a spawned task if a tokio runtime is running, else left to expire with its TTL.
+#[derive(Clone)]
+pub struct Client(Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) nodes: Vec<Arc<Node>>,
+    pub(crate) settings: Settings,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Inner { nodes, settings } = &*self.0;
+        let names: Vec<&str> = nodes.iter().map(|n| n.name()).collect();
+        f.debug_struct("Client")
+            .field("nodes", &names)
+            .field("settings", settings)
+            .finish()
+    }
+}
+
+/// Per-call settings for [`Client::acquire_with`]; unset fields use the client's.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct AcquireOptions {
+    /// Lease to ask for instead of the client's TTL.
+    pub ttl: Option<Duration>,
+    /// How long to keep trying instead of the client's wait timeout.
+    pub wait: Option<Duration>,
+}
+
+impl AcquireOptions {
+    /// Client defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the lease; see [`ClientBuilder::ttl`].
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the wait; see [`ClientBuilder::wait_timeout`].
+    #[must_use]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
+    }
+}
+
+type Reply<T> = (usize, Result<T, NodeError>);
+type Pending<T> = FuturesUnordered<BoxFuture<'static, Reply<T>>>;
+
+/// Answers of one round, gathered until the round was decided.
+pub(crate) struct Round<T> {
+    pub(crate) tally: Tally,
+    pub(crate) answers: Vec<Reply<T>>,
+}
+
+impl<T> Round<T> {
+    pub(crate) fn errors(&self) -> Vec<NodeError> {
+        self.answers
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().err().cloned())
+            .collect()
+    }
+}
+
+/// Gathers answers until `decided` says the outcome is certain, then returns without
+/// waiting for the rest: the calls still in flight come back beside the answers, for the
+/// caller to hand to a background task. Never waits on a node after the outcome is known.
+pub(crate) async fn run_round<T>(
+    mut pending: Pending<T>,
+    n: usize,
+    vote: impl Fn(&Result<T, NodeError>) -> Vote,
+    decided: impl Fn(&Tally) -> bool,
+) -> (Round<T>, Pending<T>) {
+    let mut tally = Tally::new(n);
+    let mut answers = Vec::with_capacity(n);
+    while !decided(&tally) {
+        let Some((i, r)) = pending.next().await else {
+            break;
+        };
+        tally.record(vote(&r));
+        answers.push((i, r));
+    }
+    (Round { tally, answers }, pending)
+}
+
+/// Lets calls still in flight finish on a background task; none of them is awaited by the
+/// caller. The multiplexed connection has already taken each command in order, so any
+/// command sent later to the same node runs after it.
+pub(crate) fn finish_in_background<T: Send + 'static>(pending: Pending<T>) {
+    if !pending.is_empty() {
+        tokio::spawn(pending.for_each(|_| async {}));
+    }
+}
+
+impl Client {
+    /// A builder with every default; add nodes with [`ClientBuilder::node`].
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    pub(crate) fn from_inner(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+
+    pub(crate) fn nodes(&self) -> &[Arc<Node>] {
+        &self.0.nodes
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    /// The nodes, as `host:port`.
+    pub fn node_names(&self) -> impl Iterator<Item = &str> {
+        self.0.nodes.iter().map(|n| n.name())
+    }
+
+    /// Nodes that must agree: `N / 2 + 1`.
+    pub fn quorum(&self) -> usize {
+        quorum::quorum(self.0.nodes.len())
+    }
+
+    /// One attempt to take `resource`, on all nodes at once.
+    ///
+    /// Returns `Ok(None)` when other owners hold it on enough nodes to rule out a quorum.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidResource`] for an empty or over-long name;
+    /// - [`Error::NoQuorum`] when failed nodes (down, paused, erroring) made the
+    ///   difference, with each node's cause;
+    /// - [`Error::NoValidity`] when the attempt took so long that no validity was left.
+    pub async fn try_acquire(&self, resource: &str) -> Result<Option<LockGuard>, Error> {
+        check_resource(resource)?;
+        let keys = Arc::new(Keys::new(&self.0.settings.prefix, resource));
+        self.attempt(resource, &keys, self.0.settings.ttl).await
+    }
+
+    /// Takes `resource`, retrying for up to the client's wait timeout.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
+    /// let guard = client.acquire("invoices").await?;
+    /// println!("token {}, valid for {:?}", guard.token(), guard.validity());
+    /// guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WaitTimeout`] when the wait ran out, carrying the last attempt's error (or
+    /// none, if the lock was simply held); [`Error::InvalidResource`]; a non-retryable
+    /// [`Error::NoQuorum`] at once (every failed node refused for a lasting reason:
+    /// authentication, permission, a key of the wrong type).
+    pub async fn acquire(&self, resource: &str) -> Result<LockGuard, Error> {
+        self.acquire_with(resource, AcquireOptions::new()).await
+    }
+
+    /// [`acquire`](Self::acquire) with an explicit wait.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub async fn acquire_timeout(&self, resource: &str, wait: Duration) -> Result<LockGuard, Error> {
+        self.acquire_with(resource, AcquireOptions::new().wait(wait))
+            .await
+    }
+
+    /// [`acquire`](Self::acquire) with per-call options.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire), plus [`Error::Config`] for a bad option.
+    pub async fn acquire_with(
+        &self,
+        resource: &str,
+        options: AcquireOptions,
+    ) -> Result<LockGuard, Error> {
+        check_resource(resource)?;
+        let s = &self.0.settings;
+        let ttl = options.ttl.unwrap_or(s.ttl);
+        s.check_ttl(ttl)?;
+        let wait = options.wait.unwrap_or(s.wait_timeout);
+        let keys = Arc::new(Keys::new(&s.prefix, resource));
+        let start = Instant::now();
+        let mut attempts = 0;
+        let last_error = loop {
+            attempts += 1;
+            let last = match self.attempt(resource, &keys, ttl).await {
+                Ok(Some(guard)) => return Ok(guard),
+                Ok(None) => None,
+                Err(e) if retryable(&e) => Some(e),
+                Err(e) => return Err(e),
+            };
+            let delay = jittered(s.retry_delay, s.retry_jitter);
+            if start.elapsed() + delay >= wait {
+                break last;
+            }
+            tokio::time::sleep(delay).await;
+        };
+        Err(Error::WaitTimeout {
+            resource: resource.to_owned(),
+            waited: start.elapsed(),
+            attempts,
+            last_error: last_error.map(Box::new),
+        })
+    }
+
+    /// One attempt: DESIGN.md section 2.
+    async fn attempt(
+        &self,
+        resource: &str,
+        keys: &Arc<Keys>,
+        ttl: Duration,
+    ) -> Result<Option<LockGuard>, Error> {
+        let s = &self.0.settings;
+        let nodes = &self.0.nodes;
+        let n = nodes.len();
+        let owner: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let start = Instant::now();
+
+        let calls: Pending<Option<u64>> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let (node, keys, owner) = (Arc::clone(node), Arc::clone(keys), owner.clone());
+                async move { (i, node.acquire(&keys, &owner, ttl_ms).await) }.boxed()
+            })
+            .collect();
+        let (round, pending) =
+            run_round(calls, n, acquire_vote, |t| t.decision() != Decision::Pending).await;
+
+        // Set once this owner's keys must go: on a failed attempt now, on a won one when the
+        // guard is released or dropped. Grants that arrive after that are released at once.
+        let ended = Arc::new(AtomicBool::new(false));
+        self.release_stragglers(pending, keys, &owner, &ended);
+        let answered: Vec<usize> = round.answers.iter().map(|(i, _)| *i).collect();
+
+        let decision = round.tally.decision();
+        let fail = |e: Option<Error>| {
+            ended.store(true, Ordering::SeqCst);
+            self.release_in_background(&answered, keys, &owner);
+            e.map_or(Ok(None), Err)
+        };
+        match decision {
+            Decision::Won => {}
+            Decision::Refused => return fail(None),
+            Decision::Failed | Decision::Pending => {
+                return fail(Some(no_quorum(resource, Step::Acquire, &round, n)));
+            }
+        }
+
+        let grants: Vec<(usize, u64)> = round
+            .answers
+            .iter()
+            .filter_map(|(i, r)| match r {
+                Ok(Some(v)) => Some((*i, *v)),
+                _ => None,
+            })
+            .collect();
+        let Some(plan) = TokenPlan::new(&grants) else {
+            return fail(Some(no_quorum(resource, Step::Acquire, &round, n)));
+        };
+        if let Err(e) = self.commit(resource, keys, &owner, &plan).await {
+            return fail(Some(e));
+        }
+
+        // Validity counts from before the first command was sent, and is recomputed after
+        // the commit round, which also ate into the lease.
+        let drift = quorum::drift(ttl, s.drift_factor);
+        let Some(validity) = quorum::validity(ttl, start.elapsed(), drift, s.min_validity) else {
+            return fail(Some(Error::NoValidity {
+                resource: resource.to_owned(),
+                elapsed: start.elapsed(),
+                ttl,
+                drift,
+            }));
+        };
+        Ok(Some(LockGuard::new(GuardParts {
+            client: self.clone(),
+            resource: resource.to_owned(),
+            keys: Arc::clone(keys),
+            owner,
+            token: FencingToken::new(plan.token),
+            ttl,
+            deadline: start + (ttl - drift),
+            validity,
+            ended,
+        })))
+    }
+
+    /// Makes the token durable on a majority before anyone sees it.
+    ///
+    /// Why this keeps tokens strictly increasing: once the token T is stored (counter
+    /// >= T) on a majority M while we hold the lock there, any later acquisition needs a
+    /// majority Q, and Q meets M in at least one node. On that node the later `SET NX`
+    /// could only succeed after our key was gone, so its `INCR` runs on a counter >= T and
+    /// returns more than T. Without this round, a later holder whose majority missed the
+    /// node that gave us T could get a smaller token (counters 10/5/5/5/5: we get 11 from
+    /// {1,2,3}; the next holder of {3,4,5} would get 7). It assumes nodes keep
+    /// acknowledged writes (AOF `appendfsync always`).
+    async fn commit(
+        &self,
+        resource: &str,
+        keys: &Arc<Keys>,
+        owner: &Arc<str>,
+        plan: &TokenPlan,
+    ) -> Result<(), Error> {
+        let n = self.0.nodes.len();
+        if plan.committed_without_round(n) {
+            return Ok(());
+        }
+        let token = plan.token;
+        let calls: Pending<Option<u64>> = plan
+            .to_raise
+            .iter()
+            .map(|&i| {
+                let (node, keys, owner) =
+                    (Arc::clone(&self.0.nodes[i]), Arc::clone(keys), owner.clone());
+                async move { (i, node.commit(&keys, &owner, token).await) }.boxed()
+            })
+            .collect();
+        let m = plan.to_raise.len();
+        let (round, pending) = run_round(
+            calls,
+            m,
+            |r| match r {
+                Ok(Some(v)) if *v >= token => Vote::Yes,
+                Ok(_) => Vote::No,
+                Err(_) => Vote::Failed,
+            },
+            |t| quorum::commit_decided(n, plan.at_token, t).is_some(),
+        )
+        .await;
+        finish_in_background(pending);
+        // A late commit that lands after we gave up only raises a counter, which is safe.
+        if quorum::commit_decided(n, plan.at_token, &round.tally) == Some(true) {
+            return Ok(());
+        }
+        let mut tally = round.tally;
+        tally.yes += plan.at_token;
+        Err(Error::NoQuorum {
+            resource: resource.to_owned(),
+            step: Step::Commit,
+            granted: tally.yes,
+            refused: tally.no,
+            failed: tally.failed,
+            quorum: quorum::quorum(n),
+            nodes: n,
+            errors: round.errors(),
+        })
+    }
+
+    /// Releases `owner` on the given nodes without waiting for the answers.
+    pub(crate) fn release_in_background(&self, nodes: &[usize], keys: &Arc<Keys>, owner: &Arc<str>) {
+        let calls: FuturesUnordered<_> = nodes
+            .iter()
+            .map(|&i| {
+                let (node, keys, owner) =
+                    (Arc::clone(&self.0.nodes[i]), Arc::clone(keys), owner.clone());
+                async move { node.release(&keys, &owner).await }
+            })
+            .collect();
+        if !calls.is_empty() {
+            tokio::spawn(calls.for_each(|_| async {}));
+        }
+    }
+
+    /// Acquire calls still in flight when the attempt was decided finish in the background;
+    /// any that granted (or may have) after the owner `ended` is released right after it,
+    /// on the same connection, so the release cannot overtake the grant.
+    fn release_stragglers(
+        &self,
+        pending: Pending<Option<u64>>,
+        keys: &Arc<Keys>,
+        owner: &Arc<str>,
+        ended: &Arc<AtomicBool>,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let (client, keys, owner, ended) =
+            (self.clone(), Arc::clone(keys), owner.clone(), Arc::clone(ended));
+        tokio::spawn(async move {
+            let mut pending = pending;
+            while let Some((i, r)) = pending.next().await {
+                if !matches!(r, Ok(None)) && ended.load(Ordering::SeqCst) {
+                    // Errors too: a timed-out SET may still run when a paused node resumes.
+                    let _ = client.0.nodes[i].release(&keys, &owner).await;
+                }
+            }
+        });
+    }
+}
+
+fn acquire_vote(r: &Result<Option<u64>, NodeError>) -> Vote {
+    match r {
+        Ok(Some(_)) => Vote::Yes,
+        Ok(None) => Vote::No,
+        Err(_) => Vote::Failed,
+    }
+}
+
+pub(crate) fn no_quorum<T>(resource: &str, step: Step, round: &Round<T>, n: usize) -> Error {
+    Error::NoQuorum {
+        resource: resource.to_owned(),
+        step,
+        granted: round.tally.yes,
+        refused: round.tally.no,
+        failed: round.tally.failed,
+        quorum: quorum::quorum(n),
+        nodes: n,
+        errors: round.errors(),
+    }
+}
+
+/// Whether `acquire` should try again after this error.
+fn retryable(e: &Error) -> bool {
+    match e {
+        Error::NoQuorum { errors, .. } => {
+            errors.is_empty() || errors.iter().any(|e| e.kind().is_transient())
+        }
+        Error::NoValidity { .. } => true,
+        _ => false,
+    }
+}
+
+fn jittered(delay: Duration, jitter: Duration) -> Duration {
+    if jitter.is_zero() {
+        return delay;
+    }
+    let j = u64::try_from(jitter.as_micros()).unwrap_or(u64::MAX);
+    let spread = rand::rng().random_range(0..=2 * j);
+    (delay + Duration::from_micros(spread)).saturating_sub(jitter)
+}
+
+pub(crate) fn check_resource(name: &str) -> Result<(), Error> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_RESOURCE_LEN {
+        "it is longer than 1024 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidResource {
+        name: name.chars().take(64).collect(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let (d, j) = (Duration::from_millis(100), Duration::from_millis(50));
+        for _ in 0..1000 {
+            let x = jittered(d, j);
+            assert!(x >= d - j && x <= d + j, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn resource_names_are_checked() {
+        assert!(check_resource("").is_err());
+        assert!(check_resource(&"x".repeat(MAX_RESOURCE_LEN + 1)).is_err());
+        check_resource("{weird}%name").unwrap();
+    }
+}

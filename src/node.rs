@@ -1,0 +1,271 @@
+//! One node: a lazily opened, shared multiplexed connection, per-call timeouts, and the
+//! typed script calls.
+//!
+//! Connections open on first use, on a spawned task, so a node that is down at start-up
+//! does not stop the client from building, and a connect that outlives the caller's
+//! timeout still finishes in the background for the next call to use. A connection is
+//! dropped and reopened only when it is broken, never on a timeout: a reply that arrives
+//! late is still matched to its own request, because the multiplexed connection keeps
+//! order.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, Script, Value};
+
+use crate::error::{NodeError, NodeErrorKind, Step};
+use crate::scripts::{ACQUIRE, COMMIT, EXTEND, Keys, RELEASE};
+
+type Connecting = Shared<BoxFuture<'static, Result<(MultiplexedConnection, u64), NodeError>>>;
+
+enum Conn {
+    Idle,
+    Connecting(Connecting),
+    Ready(MultiplexedConnection, u64),
+}
+
+/// One Redis primary.
+pub(crate) struct Node {
+    name: String,
+    client: Client,
+    config: AsyncConnectionConfig,
+    timeout: Duration,
+    conn: Mutex<Conn>,
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `host:port` (or the socket path) of a parsed URL: what makes two nodes the same server.
+pub(crate) fn address(client: &Client) -> String {
+    match client.get_connection_info().addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            if host.contains(':') {
+                format!("[{}]:{port}", host.to_ascii_lowercase())
+            } else {
+                format!("{}:{port}", host.to_ascii_lowercase())
+            }
+        }
+        ConnectionAddr::Unix(path) => format!("unix:{}", path.display()),
+        // `ConnectionAddr` is non-exhaustive; a future kind still gets a stable name.
+        other => format!("{other}"),
+    }
+}
+
+impl Node {
+    pub(crate) fn new(
+        client: Client,
+        timeout: Duration,
+        connect_timeout: Duration,
+        buffer: usize,
+    ) -> Self {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            // Timeouts are ours (per call, below); a late reply must stay matched to its
+            // request rather than fail the connection.
+            .set_response_timeout(None)
+            // The default buffer (50) makes sends wait for room under load, and a waiting
+            // send can be overtaken; size it for the in-flight load.
+            .set_pipeline_buffer_size(buffer);
+        Self {
+            name: address(&client),
+            client,
+            config,
+            timeout,
+            conn: Mutex::new(Conn::Idle),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// `host:port`, never with credentials.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The shared connection, opening it in the background if needed.
+    async fn connection(self: &Arc<Self>) -> Result<(MultiplexedConnection, u64), NodeError> {
+        let connecting = {
+            let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*conn {
+                Conn::Ready(c, generation) => return Ok((c.clone(), *generation)),
+                Conn::Connecting(f) => f.clone(),
+                Conn::Idle => {
+                    let f = self.spawn_connect();
+                    *conn = Conn::Connecting(f.clone());
+                    f
+                }
+            }
+        };
+        connecting.await
+    }
+
+    fn spawn_connect(self: &Arc<Self>) -> Connecting {
+        let node = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let opened = node
+                .client
+                .get_multiplexed_async_connection_with_config(&node.config)
+                .await;
+            let mut conn = node.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            match opened {
+                Ok(c) => {
+                    let generation = node.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                    *conn = Conn::Ready(c.clone(), generation);
+                    Ok((c, generation))
+                }
+                Err(e) => {
+                    *conn = Conn::Idle;
+                    Err(NodeError::from_redis(&node.name, Step::Connect, e))
+                }
+            }
+        });
+        let name = self.name.clone();
+        task.map(move |joined| {
+            joined.unwrap_or_else(|e| {
+                Err(NodeError::new(
+                    &name,
+                    Step::Connect,
+                    NodeErrorKind::Io,
+                    format!("connect task ended: {e}"),
+                ))
+            })
+        })
+        .boxed()
+        .shared()
+    }
+
+    /// Forgets a broken connection so the next call reopens it (unless a newer one is
+    /// already in place).
+    fn invalidate(&self, generation: u64) {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(&*conn, Conn::Ready(_, g) if *g == generation) {
+            *conn = Conn::Idle;
+        }
+    }
+
+    /// Runs `script` by EVALSHA (loading it on NOSCRIPT and retrying once), bounded by the
+    /// per-node timeout, connection included.
+    async fn eval(
+        self: &Arc<Self>,
+        step: Step,
+        script: &'static Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<Value, NodeError> {
+        let call = async {
+            let (mut conn, generation) = self.connection().await?;
+            let mut invocation = script.prepare_invoke();
+            for k in keys {
+                invocation.key(*k);
+            }
+            for a in args {
+                invocation.arg(*a);
+            }
+            invocation
+                .invoke_async::<Value>(&mut conn)
+                .await
+                .map_err(|e| {
+                    if e.is_connection_dropped() || e.is_unrecoverable_error() {
+                        self.invalidate(generation);
+                    }
+                    NodeError::from_redis(&self.name, step, e)
+                })
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(NodeError::timeout(&self.name, step, self.timeout)),
+        }
+    }
+
+    fn bad_reply(&self, step: Step, value: &Value) -> NodeError {
+        NodeError::new(
+            &self.name,
+            step,
+            NodeErrorKind::BadReply,
+            format!("unexpected reply {value:?}"),
+        )
+    }
+
+    /// `Some(counter)` when granted, `None` when held by another owner.
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        keys: &Keys,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<u64>, NodeError> {
+        let ttl = ttl_ms.to_string();
+        let step = Step::Acquire;
+        let v = self
+            .eval(step, &ACQUIRE, &[&keys.lock, &keys.fence], &[owner, &ttl])
+            .await?;
+        match v {
+            Value::Int(n) if n >= 1 => Ok(Some(n.unsigned_abs())),
+            Value::Nil | Value::Boolean(false) => Ok(None),
+            other => Err(self.bad_reply(step, &other)),
+        }
+    }
+
+    /// The counter after raising it to `token`, or `None` when the lock is not ours.
+    pub(crate) async fn commit(
+        self: &Arc<Self>,
+        keys: &Keys,
+        owner: &str,
+        token: u64,
+    ) -> Result<Option<u64>, NodeError> {
+        let t = token.to_string();
+        let step = Step::Commit;
+        let v = self
+            .eval(step, &COMMIT, &[&keys.lock, &keys.fence], &[owner, &t])
+            .await?;
+        match v {
+            Value::Nil | Value::Boolean(false) => Ok(None),
+            Value::BulkString(ref bytes) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(Some)
+                .ok_or_else(|| self.bad_reply(step, &v)),
+            other => Err(self.bad_reply(step, &other)),
+        }
+    }
+
+    /// True when the lease was renewed, false when the lock is not ours.
+    pub(crate) async fn extend(
+        self: &Arc<Self>,
+        keys: &Keys,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, NodeError> {
+        let ttl = ttl_ms.to_string();
+        let v = self
+            .eval(Step::Extend, &EXTEND, &[&keys.lock], &[owner, &ttl])
+            .await?;
+        self.flag(Step::Extend, v)
+    }
+
+    /// True when the lock was ours and is now deleted.
+    pub(crate) async fn release(self: &Arc<Self>, keys: &Keys, owner: &str) -> Result<bool, NodeError> {
+        let v = self
+            .eval(Step::Release, &RELEASE, &[&keys.lock], &[owner])
+            .await?;
+        self.flag(Step::Release, v)
+    }
+
+    fn flag(&self, step: Step, v: Value) -> Result<bool, NodeError> {
+        match v {
+            Value::Int(1) => Ok(true),
+            Value::Int(0) => Ok(false),
+            other => Err(self.bad_reply(step, &other)),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The Lua scripts every node runs, sent by `EVALSHA` with a load-and-retry on `NOSCRIPT`
+//! (a node restarted without persistence, or after `SCRIPT FLUSH`, has forgotten them).
+//!
+//! Each script takes the lock key as `KEYS[1]` and, where it needs it, the fence counter as
+//! `KEYS[2]`; both share one hash tag (see [`Keys`]).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// `SET lock owner NX PX ttl`, then `INCR fence`, atomically.
+pub(crate) static ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/acquire.lua")));
+/// Raise the fence counter to the token while the lock is still ours.
+pub(crate) static COMMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/commit.lua")));
+/// Compare-and-`PEXPIRE`.
+pub(crate) static EXTEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/extend.lua")));
+/// Compare-and-`DEL`.
+pub(crate) static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
+
+/// The two keys of one resource: `P:{R}:lock` and `P:{R}:fence`.
+///
+/// The resource name is escaped (`%` → `%25`, `{` → `%7B`, `}` → `%7D`) so that the hash
+/// tag stays intact whatever the name contains, and distinct names never share keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Keys {
+    pub(crate) lock: String,
+    pub(crate) fence: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str, resource: &str) -> Self {
+        let mut tag = String::with_capacity(resource.len());
+        for c in resource.chars() {
+            match c {
+                '%' => tag.push_str("%25"),
+                '{' => tag.push_str("%7B"),
+                '}' => tag.push_str("%7D"),
+                c => tag.push(c),
+            }
+        }
+        Self {
+            lock: format!("{prefix}:{{{tag}}}:lock"),
+            fence: format!("{prefix}:{{{tag}}}:fence"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The hash tag Redis Cluster would use: the text between the first `{` and the next
+    /// `}`, when non-empty.
+    fn hash_tag(key: &str) -> Option<&str> {
+        let open = key.find('{')?;
+        let close = key[open + 1..].find('}')? + open + 1;
+        (close > open + 1).then(|| &key[open + 1..close])
+    }
+
+    #[test]
+    fn plain_names_read_naturally() {
+        let k = Keys::new("redfence", "orders:42");
+        assert_eq!(k.lock, "redfence:{orders:42}:lock");
+        assert_eq!(k.fence, "redfence:{orders:42}:fence");
+    }
+
+    proptest! {
+        #[test]
+        fn tag_is_intact_and_shared(name in "\\PC{1,40}") {
+            let k = Keys::new("redfence", &name);
+            let tag = hash_tag(&k.lock);
+            prop_assert!(tag.is_some());
+            prop_assert_eq!(tag, hash_tag(&k.fence));
+            prop_assert!(k.lock.ends_with(":lock") && k.fence.ends_with(":fence"));
+        }
+
+        #[test]
+        fn distinct_names_get_distinct_keys(a in "[{}%a]{1,6}", b in "[{}%a]{1,6}") {
+            prop_assume!(a != b);
+            prop_assert_ne!(Keys::new("p", &a), Keys::new("p", &b));
+        }
+    }
+}

@@ -1,0 +1,22 @@
+-- KEYS[1] lock key, KEYS[2] fence counter; ARGV[1] owner id, ARGV[2] TTL in ms.
+-- Returns the new counter value when granted, false (nil) when the lock is held.
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  -- pcall, so that a counter of the wrong type or value undoes the SET: the grant and its
+  -- token are one atomic step, or neither happened.
+  local fence = redis.pcall('INCR', KEYS[2])
+  if type(fence) == 'table' and fence.err then
+    redis.call('DEL', KEYS[1])
+    return fence
+  end
+  if fence < 1 then
+    redis.call('DEL', KEYS[1])
+    return redis.error_reply('ERR redfence: fence counter ' .. KEYS[2] .. ' is not positive')
+  end
+  return fence
+end
+-- Refused: say so unless the key is not a lock at all (a user's key under our name).
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'string' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a redfence lock')
+end
+return false
