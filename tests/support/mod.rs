@@ -1,0 +1,79 @@
+//! Shared helpers for the integration tests: real redis-server nodes from the test kit,
+//! and raw connections to poke at their keys.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+use redfence::testkit::Cluster;
+use redfence::ClientBuilder;
+use redis::aio::MultiplexedConnection;
+
+/// Five nodes, no persistence.
+pub fn cluster(n: usize) -> Cluster {
+    Cluster::start(n).unwrap()
+}
+
+/// A client tuned for loopback: short timeouts and retry delays.
+pub fn client(cluster: &Cluster) -> ClientBuilder {
+    cluster
+        .client_builder()
+        .node_timeout(Duration::from_millis(500))
+        .retry_delay(Duration::from_millis(4))
+        .retry_jitter(Duration::from_millis(2))
+}
+
+/// A plain connection to node `i`, for setting up and inspecting keys.
+pub async fn raw(cluster: &Cluster, i: usize) -> MultiplexedConnection {
+    redis::Client::open(cluster.url(i))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+pub fn lock_key(resource: &str) -> String {
+    format!("redfence:{{{resource}}}:lock")
+}
+
+pub fn fence_key(resource: &str) -> String {
+    format!("redfence:{{{resource}}}:fence")
+}
+
+/// Runs a command on node `i`.
+pub async fn cmd<T: redis::FromRedisValue>(cluster: &Cluster, i: usize, args: &[&str]) -> T {
+    let mut c = raw(cluster, i).await;
+    let mut command = redis::cmd(args[0]);
+    for a in &args[1..] {
+        command.arg(*a);
+    }
+    command.query_async(&mut c).await.unwrap()
+}
+
+/// Waits (bounded) until the lock key of `resource` is gone on every running node.
+pub async fn wait_expired(cluster: &Cluster, resource: &str, within: Duration) {
+    let start = Instant::now();
+    let key = lock_key(resource);
+    loop {
+        let mut left = 0;
+        for i in 0..cluster.len() {
+            if cluster.is_running(i) {
+                left += cmd::<i64>(cluster, i, &["EXISTS", &key]).await;
+            }
+        }
+        if left == 0 {
+            return;
+        }
+        assert!(start.elapsed() < within, "{key} still on {left} nodes after {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (bounded) until node `i` no longer has the lock key of `resource`.
+pub async fn wait_expired_on(cluster: &Cluster, i: usize, resource: &str) {
+    let start = Instant::now();
+    let key = lock_key(resource);
+    while cmd::<i64>(cluster, i, &["EXISTS", &key]).await != 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "{key} still on node {i}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
