@@ -472,14 +472,16 @@ fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
     Err(format!("no PONG within {READY_TIMEOUT:?}"))
 }
 
-/// True when the node answers `+PONG` (not `-LOADING` while it replays its AOF).
+/// True when the node serves commands: `+PONG`, or `-NOAUTH` when it wants a password
+/// (but not `-LOADING` while it replays its AOF).
 fn ping(addr: SocketAddr) -> std::io::Result<bool> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
     s.set_read_timeout(Some(Duration::from_millis(500)))?;
     s.write_all(b"PING\r\n")?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf)?;
-    Ok(buf[..n].starts_with(b"+PONG"))
+    let reply = &buf[..n];
+    Ok(reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH"))
 }
 
 fn tail(log: &Path) -> String {
