@@ -107,6 +107,10 @@ pub struct ClientBuilder {
     min_validity: Duration,
     prefix: String,
     max_in_flight: usize,
+    /// PEM root certificate(s) for `rediss://` nodes, instead of the system's.
+    tls_root: Option<Vec<u8>>,
+    /// PEM client certificate and key, for nodes that require mutual TLS.
+    tls_identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -123,6 +127,8 @@ impl std::fmt::Debug for ClientBuilder {
             min_validity,
             prefix,
             max_in_flight,
+            tls_root,
+            tls_identity,
         } = self;
         let urls: Vec<String> = urls.iter().map(|u| redact(u)).collect();
         f.debug_struct("ClientBuilder")
@@ -137,6 +143,8 @@ impl std::fmt::Debug for ClientBuilder {
             .field("min_validity", min_validity)
             .field("prefix", prefix)
             .field("max_in_flight", max_in_flight)
+            .field("tls_root", &tls_root.as_ref().map(|_| "<set>"))
+            .field("tls_identity", &tls_identity.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -155,6 +163,8 @@ impl Default for ClientBuilder {
             min_validity: Duration::ZERO,
             prefix: DEFAULT_PREFIX.to_owned(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            tls_root: None,
+            tls_identity: None,
         }
     }
 }
@@ -248,6 +258,26 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts these PEM root certificates for `rediss://` nodes instead of the system's
+    /// (a private CA). Defaults to the system's trust store.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root = Some(pem.into());
+        self
+    }
+
+    /// Presents this PEM certificate and private key to `rediss://` nodes that require
+    /// client certificates (`tls-auth-clients yes`). Defaults to none.
+    #[cfg(feature = "tls")]
+    pub fn tls_client_identity(
+        mut self,
+        cert: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_identity = Some((cert.into(), key.into()));
+        self
+    }
+
     /// Checks every setting and builds the client. Connections open lazily, so this
     /// succeeds while nodes are down.
     ///
@@ -259,12 +289,19 @@ impl ClientBuilder {
     /// prefix that is empty, too long or contains `{`/`}`.
     pub fn build(self) -> Result<Client, Error> {
         let settings = self.settings()?;
+        #[cfg(feature = "tls")]
+        if self
+            .urls
+            .iter()
+            .any(|u| u.starts_with("rediss://") || u.starts_with("valkeys://"))
+        {
+            // rustls needs a process-wide crypto provider; keep the application's if it
+            // installed one (the error says so), else install ring.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let mut nodes: Vec<(Arc<Node>, &str)> = Vec::with_capacity(self.urls.len());
         for url in &self.urls {
-            let client = redis::Client::open(url.as_str()).map_err(|e| ConfigError::InvalidUrl {
-                url: redact(url),
-                reason: e.to_string(),
-            })?;
+            let client = self.open(url)?;
             if let Some((_, first)) = nodes.iter().find(|(n, _)| n.name() == address(&client)) {
                 return Err(ConfigError::DuplicateNode {
                     node: address(&client),
@@ -283,6 +320,66 @@ impl ClientBuilder {
         }
         let nodes = nodes.into_iter().map(|(n, _)| n).collect();
         Ok(Client::from_inner(Inner { nodes, settings }))
+    }
+
+    fn open(&self, url: &str) -> Result<redis::Client, ConfigError> {
+        let invalid = |e: redis::RedisError| ConfigError::InvalidUrl {
+            url: redact(url),
+            reason: if cfg!(not(feature = "tls")) && url.contains("s://") {
+                format!("{e} (TLS URLs need redfence's `tls` feature)")
+            } else {
+                e.to_string()
+            },
+        };
+        #[cfg(feature = "tls")]
+        if self.tls_root.is_some() || self.tls_identity.is_some() {
+            self.check_tls_pem().map_err(|reason| ConfigError::Tls {
+                url: redact(url),
+                reason,
+            })?;
+            let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(invalid)?;
+            if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+                let certs = redis::TlsCertificates {
+                    client_tls: self.tls_identity.as_ref().map(|(cert, key)| {
+                        redis::ClientTlsConfig {
+                            client_cert: cert.clone(),
+                            client_key: key.clone(),
+                        }
+                    }),
+                    root_cert: self.tls_root.clone(),
+                };
+                return redis::Client::build_with_tls(info, certs).map_err(|e| ConfigError::Tls {
+                    url: redact(url),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        redis::Client::open(url).map_err(invalid)
+    }
+
+    /// redis-rs takes unparsable PEM silently (and then trusts nothing): check it here.
+    #[cfg(feature = "tls")]
+    fn check_tls_pem(&self) -> Result<(), String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = |what: &str, pem: &[u8]| -> Result<(), String> {
+            let n = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{what}: {e}"))?
+                .len();
+            if n == 0 {
+                return Err(format!("{what}: no PEM certificate found"));
+            }
+            Ok(())
+        };
+        if let Some(pem) = &self.tls_root {
+            certs("root certificate", pem)?;
+        }
+        if let Some((cert, key)) = &self.tls_identity {
+            certs("client certificate", cert)?;
+            PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("client key: {e}"))?;
+        }
+        Ok(())
     }
 
     fn settings(&self) -> Result<Settings, ConfigError> {
@@ -337,7 +434,9 @@ impl ClientBuilder {
             return Err(bad_prefix("it is longer than 128 bytes"));
         }
         if self.prefix.contains(['{', '}']) {
-            return Err(bad_prefix("it contains '{' or '}', which would break the hash tag"));
+            return Err(bad_prefix(
+                "it contains '{' or '}', which would break the hash tag",
+            ));
         }
         let settings = Settings {
             ttl: self.ttl,
@@ -391,7 +490,10 @@ mod tests {
 
     #[test]
     fn minimum_ttl_in_the_error_is_accepted() {
-        let s = ClientBuilder::default().node("redis://h:1").settings().unwrap();
+        let s = ClientBuilder::default()
+            .node("redis://h:1")
+            .settings()
+            .unwrap();
         let Err(ConfigError::TtlTooSmall { minimum, .. }) = s.check_ttl(Duration::from_millis(5))
         else {
             panic!("5 ms accepted");

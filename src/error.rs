@@ -221,6 +221,8 @@ pub enum NodeErrorKind {
     Loading,
     /// The node answered something redfence does not understand.
     BadReply,
+    /// The client could not set up a connection with its own settings (TLS set-up).
+    InvalidConfig,
     /// Any other error the node returned.
     Server,
 }
@@ -323,6 +325,7 @@ fn classify(err: &RedisError) -> NodeErrorKind {
     }
     match err.kind() {
         ErrorKind::AuthenticationFailed => return NodeErrorKind::Auth,
+        ErrorKind::InvalidClientConfig => return NodeErrorKind::InvalidConfig,
         ErrorKind::Io => return NodeErrorKind::Io,
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => return NodeErrorKind::BadReply,
         ErrorKind::Server(ServerErrorKind::NoPerm) => return NodeErrorKind::NoPermission,
@@ -354,7 +357,9 @@ pub enum ConfigError {
         reason: String,
     },
     /// The same server appears twice, which would let one server count as two votes.
-    #[error("node {node} is given twice ({first:?} and {second:?}); nodes must be independent servers")]
+    #[error(
+        "node {node} is given twice ({first:?} and {second:?}); nodes must be independent servers"
+    )]
     DuplicateNode {
         /// `host:port`.
         node: String,
@@ -406,6 +411,14 @@ pub enum ConfigError {
         prefix: String,
         /// Why it was rejected.
         reason: &'static str,
+    },
+    /// The TLS settings (root certificate, client identity) were rejected.
+    #[error("TLS settings for {url:?} are invalid: {reason}")]
+    Tls {
+        /// The URL, password redacted.
+        url: String,
+        /// Why they were rejected.
+        reason: String,
     },
     /// The jitter is larger than the retry delay it varies.
     #[error("retry_jitter {jitter:?} is larger than retry_delay {delay:?}")]

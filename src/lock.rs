@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use futures::FutureExt;
 use rand::RngExt;
 
 use crate::config::{ClientBuilder, Settings};
@@ -200,7 +200,11 @@ impl Client {
     /// # Errors
     ///
     /// As [`acquire`](Self::acquire).
-    pub async fn acquire_timeout(&self, resource: &str, wait: Duration) -> Result<LockGuard, Error> {
+    pub async fn acquire_timeout(
+        &self,
+        resource: &str,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
         self.acquire_with(resource, AcquireOptions::new().wait(wait))
             .await
     }
@@ -267,8 +271,10 @@ impl Client {
                 async move { (i, node.acquire(&keys, &owner, ttl_ms).await) }.boxed()
             })
             .collect();
-        let (round, pending) =
-            run_round(calls, n, acquire_vote, |t| t.decision() != Decision::Pending).await;
+        let (round, pending) = run_round(calls, n, acquire_vote, |t| {
+            t.decision() != Decision::Pending
+        })
+        .await;
 
         // Set once this owner's keys must go: on a failed attempt now, on a won one when the
         // guard is released or dropped. Grants that arrive after that are released at once.
@@ -331,13 +337,13 @@ impl Client {
 
     /// Makes the token durable on a majority before anyone sees it.
     ///
-    /// Why this keeps tokens strictly increasing: once the token T is stored (counter
-    /// >= T) on a majority M while we hold the lock there, any later acquisition needs a
-    /// majority Q, and Q meets M in at least one node. On that node the later `SET NX`
-    /// could only succeed after our key was gone, so its `INCR` runs on a counter >= T and
-    /// returns more than T. Without this round, a later holder whose majority missed the
-    /// node that gave us T could get a smaller token (counters 10/5/5/5/5: we get 11 from
-    /// {1,2,3}; the next holder of {3,4,5} would get 7). It assumes nodes keep
+    /// Why this keeps tokens strictly increasing: once token T is stored (the counter at
+    /// least T) on a majority M while we hold the lock there, any later acquisition needs
+    /// a majority Q, and Q meets M in at least one node. On that node the later `SET NX`
+    /// could only succeed after our key was gone, so its `INCR` runs on a counter of at
+    /// least T and returns more than T. Without this round, a later holder whose majority
+    /// missed the node that gave us T could get a smaller token (counters 10/5/5/5/5: we
+    /// get 11 from {1,2,3}; the next holder of {3,4,5} would get 7). It assumes nodes keep
     /// acknowledged writes (AOF `appendfsync always`).
     async fn commit(
         &self,
@@ -355,8 +361,11 @@ impl Client {
             .to_raise
             .iter()
             .map(|&i| {
-                let (node, keys, owner) =
-                    (Arc::clone(&self.0.nodes[i]), Arc::clone(keys), owner.clone());
+                let (node, keys, owner) = (
+                    Arc::clone(&self.0.nodes[i]),
+                    Arc::clone(keys),
+                    owner.clone(),
+                );
                 async move { (i, node.commit(&keys, &owner, token).await) }.boxed()
             })
             .collect();
@@ -392,12 +401,20 @@ impl Client {
     }
 
     /// Releases `owner` on the given nodes without waiting for the answers.
-    pub(crate) fn release_in_background(&self, nodes: &[usize], keys: &Arc<Keys>, owner: &Arc<str>) {
+    pub(crate) fn release_in_background(
+        &self,
+        nodes: &[usize],
+        keys: &Arc<Keys>,
+        owner: &Arc<str>,
+    ) {
         let calls: FuturesUnordered<_> = nodes
             .iter()
             .map(|&i| {
-                let (node, keys, owner) =
-                    (Arc::clone(&self.0.nodes[i]), Arc::clone(keys), owner.clone());
+                let (node, keys, owner) = (
+                    Arc::clone(&self.0.nodes[i]),
+                    Arc::clone(keys),
+                    owner.clone(),
+                );
                 async move { node.release(&keys, &owner).await }
             })
             .collect();
@@ -419,8 +436,12 @@ impl Client {
         if pending.is_empty() {
             return;
         }
-        let (client, keys, owner, ended) =
-            (self.clone(), Arc::clone(keys), owner.clone(), Arc::clone(ended));
+        let (client, keys, owner, ended) = (
+            self.clone(),
+            Arc::clone(keys),
+            owner.clone(),
+            Arc::clone(ended),
+        );
         tokio::spawn(async move {
             let mut pending = pending;
             while let Some((i, r)) = pending.next().await {

@@ -254,7 +254,11 @@ impl Node {
     }
 
     /// True when the lock was ours and is now deleted.
-    pub(crate) async fn release(self: &Arc<Self>, keys: &Keys, owner: &str) -> Result<bool, NodeError> {
+    pub(crate) async fn release(
+        self: &Arc<Self>,
+        keys: &Keys,
+        owner: &str,
+    ) -> Result<bool, NodeError> {
         let v = self
             .eval(Step::Release, &RELEASE, &[&keys.lock], &[owner])
             .await?;

@@ -282,11 +282,15 @@ mod tests {
                     return Err(format!("{all:?}: changed from {prev:?} to {d:?}"));
                 }
                 (Decision::Pending, _) if possible.len() == 1 => {
-                    return Err(format!("{all:?}: still pending at {t:?}, but only {possible:?} is possible"));
+                    return Err(format!(
+                        "{all:?}: still pending at {t:?}, but only {possible:?} is possible"
+                    ));
                 }
                 (Decision::Pending, _) => {}
                 (d, _) if possible != [d] => {
-                    return Err(format!("{all:?}: decided {d:?} at {t:?}, but {possible:?} are possible"));
+                    return Err(format!(
+                        "{all:?}: decided {d:?} at {t:?}, but {possible:?} are possible"
+                    ));
                 }
                 (d, _) => decided = Some(d),
             }
@@ -304,9 +308,7 @@ mod tests {
         const VOTES: [Vote; 3] = [Vote::Yes, Vote::No, Vote::Failed];
         for n in 1..=9u32 {
             for code in 0..3usize.pow(n) {
-                let seq: Vec<Vote> = (0..n)
-                    .map(|i| VOTES[code / 3usize.pow(i) % 3])
-                    .collect();
+                let seq: Vec<Vote> = (0..n).map(|i| VOTES[code / 3usize.pow(i) % 3]).collect();
                 if let Err(e) = check_sequence(&seq) {
                     panic!("{e}");
                 }

@@ -24,7 +24,11 @@ async fn mutual_exclusion_keeps_a_racy_counter_exact() {
         tasks.push(tokio::spawn(async move {
             for _ in 0..20 {
                 let guard = c.acquire("counter").await.unwrap();
-                assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                assert_eq!(
+                    inside.fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two holders at once"
+                );
                 let v = counter.load(Ordering::SeqCst);
                 tokio::task::yield_now().await;
                 tokio::time::sleep(Duration::from_micros(200)).await;
@@ -87,11 +91,19 @@ async fn counter_trap_tokens_still_increase() {
     for i in [3, 4] {
         cmd::<()>(&cluster, i, &["SET", &lock, "stranger", "PX", "60000"]).await;
     }
-    let a = c.try_acquire("trap").await.unwrap().expect("A gets {0,1,2}");
+    let a = c
+        .try_acquire("trap")
+        .await
+        .unwrap()
+        .expect("A gets {0,1,2}");
     assert_eq!(a.token().get(), 11);
     // The commit round stored 11 on a majority: nodes 0 (INCR), 1 and 2 (raised).
     for i in 0..3 {
-        assert_eq!(cmd::<u64>(&cluster, i, &["GET", &fence]).await, 11, "node {i}");
+        assert_eq!(
+            cmd::<u64>(&cluster, i, &["GET", &fence]).await,
+            11,
+            "node {i}"
+        );
     }
     assert!(a.release().await.unwrap());
 
@@ -101,11 +113,19 @@ async fn counter_trap_tokens_still_increase() {
     for i in [0, 1] {
         cmd::<()>(&cluster, i, &["SET", &lock, "stranger", "PX", "60000"]).await;
     }
-    let b = c.try_acquire("trap").await.unwrap().expect("B gets {2,3,4}");
+    let b = c
+        .try_acquire("trap")
+        .await
+        .unwrap()
+        .expect("B gets {2,3,4}");
     assert_eq!(b.token().get(), 12, "B's token must pass A's 11");
     // Nodes 3 and 4 returned 6: the trap was real.
     for i in [3, 4] {
-        assert_eq!(cmd::<u64>(&cluster, i, &["GET", &fence]).await, 12, "node {i}");
+        assert_eq!(
+            cmd::<u64>(&cluster, i, &["GET", &fence]).await,
+            12,
+            "node {i}"
+        );
     }
     b.release().await.unwrap();
 }
@@ -156,12 +176,26 @@ async fn majority_down_names_the_dead_nodes() {
     for i in dead {
         cluster.kill(i).unwrap();
     }
-    let c = client(&cluster).wait_timeout(Duration::from_secs(30)).build().unwrap();
+    let c = client(&cluster)
+        .wait_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let start = Instant::now();
     let err = c.try_acquire("majority").await.unwrap_err();
     // One attempt is bounded by its rounds, not by the 30 s wait timeout.
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
-    let Error::NoQuorum { step, granted, failed, ref errors, .. } = err else {
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let Error::NoQuorum {
+        step,
+        granted,
+        failed,
+        ref errors,
+        ..
+    } = err
+    else {
         panic!("expected NoQuorum, got {err:?}");
     };
     // The dead nodes refuse at once, which decides the round, often before the live ones
@@ -170,10 +204,17 @@ async fn majority_down_names_the_dead_nodes() {
     assert!(granted <= 2);
     let mut named: Vec<&str> = errors.iter().map(|e| e.node()).collect();
     named.sort_unstable();
-    let mut expected: Vec<String> = dead.iter().map(|&i| format!("127.0.0.1:{}", cluster.port(i))).collect();
+    let mut expected: Vec<String> = dead
+        .iter()
+        .map(|&i| format!("127.0.0.1:{}", cluster.port(i)))
+        .collect();
     expected.sort_unstable();
     assert_eq!(named, expected);
-    assert!(errors.iter().all(|e| e.kind() == NodeErrorKind::ConnectionRefused));
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.kind() == NodeErrorKind::ConnectionRefused)
+    );
     let msg = err.to_string();
     for name in &expected {
         assert!(msg.contains(name.as_str()), "{msg}");
@@ -184,8 +225,20 @@ async fn majority_down_names_the_dead_nodes() {
     }
 
     // `acquire` keeps trying, then says why.
-    let err = c.acquire_timeout("majority", Duration::from_millis(300)).await.unwrap_err();
-    assert!(matches!(err, Error::WaitTimeout { last_error: Some(_), .. }), "{err:?}");
+    let err = c
+        .acquire_timeout("majority", Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WaitTimeout {
+                last_error: Some(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(err.node_errors().len(), 3);
 }
 
@@ -195,7 +248,10 @@ async fn majority_down_names_the_dead_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_node_does_not_slow_decided_attempts() {
     let cluster = cluster(5);
-    let c = client(&cluster).node_timeout(Duration::from_secs(1)).build().unwrap();
+    let c = client(&cluster)
+        .node_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     // Warm the connections, then freeze one node.
     c.acquire("frozen").await.unwrap().release().await.unwrap();
     cluster.pause(2).unwrap();

@@ -16,7 +16,11 @@ fn err(b: redfence::ClientBuilder) -> (ConfigError, String) {
 }
 
 fn three() -> redfence::ClientBuilder {
-    Client::builder().nodes(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"])
+    Client::builder().nodes([
+        "redis://127.0.0.1:7001",
+        "redis://127.0.0.1:7002",
+        "redis://127.0.0.1:7003",
+    ])
 }
 
 #[test]
@@ -27,15 +31,24 @@ fn no_nodes() {
 #[test]
 fn duplicate_host_and_port_even_with_another_db() {
     let (e, msg) = err(three().node("redis://127.0.0.1:7002/3"));
-    assert!(matches!(e, ConfigError::DuplicateNode { ref node, .. } if node == "127.0.0.1:7002"), "{e:?}");
+    assert!(
+        matches!(e, ConfigError::DuplicateNode { ref node, .. } if node == "127.0.0.1:7002"),
+        "{e:?}"
+    );
     assert!(msg.contains("127.0.0.1:7002/3"), "{msg}");
-    let (e, _) = err(three().node("redis://LOCALHOST:9").node("redis://localhost:9"));
+    let (e, _) = err(three()
+        .node("redis://LOCALHOST:9")
+        .node("redis://localhost:9"));
     assert!(matches!(e, ConfigError::DuplicateNode { .. }));
 }
 
 #[test]
 fn unparsable_urls_are_named_with_passwords_redacted() {
-    for bad in ["http://127.0.0.1:7001", "redis://:hunter2@127.0.0.1:notaport", "nonsense"] {
+    for bad in [
+        "http://127.0.0.1:7001",
+        "redis://:hunter2@127.0.0.1:notaport",
+        "nonsense",
+    ] {
         let (e, msg) = err(Client::builder().node(bad));
         assert!(matches!(e, ConfigError::InvalidUrl { .. }), "{bad}: {e:?}");
         assert!(!msg.contains("hunter2"), "{msg}");
@@ -47,7 +60,9 @@ fn unparsable_urls_are_named_with_passwords_redacted() {
 #[test]
 fn ttl_too_small_for_the_drift_and_timeouts() {
     let (e, msg) = err(three().ttl(Duration::from_millis(50)));
-    let ConfigError::TtlTooSmall { minimum, .. } = e else { panic!("{e:?}") };
+    let ConfigError::TtlTooSmall { minimum, .. } = e else {
+        panic!("{e:?}")
+    };
     assert!(msg.contains("50ms"), "{msg}");
     three().ttl(minimum).build().unwrap();
     let (e, _) = err(three().ttl(Duration::ZERO));
@@ -68,21 +83,47 @@ fn zero_and_absurd_timeouts() {
         assert!(msg.contains(setting));
     }
     let (e, msg) = err(three().node_timeout(Duration::from_secs(3600)));
-    assert!(matches!(e, ConfigError::TooLarge { setting: "node_timeout", .. }));
+    assert!(matches!(
+        e,
+        ConfigError::TooLarge {
+            setting: "node_timeout",
+            ..
+        }
+    ));
     assert!(msg.contains("3600s"), "{msg}");
 }
 
 #[test]
 fn other_settings() {
-    assert_eq!(err(three().drift_factor(0.7)).0, ConfigError::DriftFactor(0.7));
-    assert!(matches!(err(three().drift_factor(f64::NAN)).0, ConfigError::DriftFactor(_)));
-    assert!(matches!(err(three().prefix("a{b")).0, ConfigError::Prefix { .. }));
-    assert!(matches!(err(three().prefix("")).0, ConfigError::Prefix { .. }));
+    assert_eq!(
+        err(three().drift_factor(0.7)).0,
+        ConfigError::DriftFactor(0.7)
+    );
     assert!(matches!(
-        err(three().retry_delay(Duration::from_millis(10)).retry_jitter(Duration::from_millis(20))).0,
+        err(three().drift_factor(f64::NAN)).0,
+        ConfigError::DriftFactor(_)
+    ));
+    assert!(matches!(
+        err(three().prefix("a{b")).0,
+        ConfigError::Prefix { .. }
+    ));
+    assert!(matches!(
+        err(three().prefix("")).0,
+        ConfigError::Prefix { .. }
+    ));
+    assert!(matches!(
+        err(three()
+            .retry_delay(Duration::from_millis(10))
+            .retry_jitter(Duration::from_millis(20)))
+        .0,
         ConfigError::Jitter { .. }
     ));
-    assert_eq!(err(three().max_in_flight(0)).0, ConfigError::Zero { setting: "max_in_flight" });
+    assert_eq!(
+        err(three().max_in_flight(0)).0,
+        ConfigError::Zero {
+            setting: "max_in_flight"
+        }
+    );
 }
 
 #[test]
@@ -99,12 +140,21 @@ async fn bad_resource_names_and_options() {
     let e = c.try_acquire("").await.unwrap_err();
     assert!(matches!(e, Error::InvalidResource { .. }), "{e:?}");
     let long = "x".repeat(redfence::MAX_RESOURCE_LEN + 1);
-    assert!(matches!(c.try_acquire(&long).await.unwrap_err(), Error::InvalidResource { .. }));
+    assert!(matches!(
+        c.try_acquire(&long).await.unwrap_err(),
+        Error::InvalidResource { .. }
+    ));
     let e = c
-        .acquire_with("r", redfence::AcquireOptions::new().ttl(Duration::from_millis(1)))
+        .acquire_with(
+            "r",
+            redfence::AcquireOptions::new().ttl(Duration::from_millis(1)),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Config(ConfigError::TtlTooSmall { .. })), "{e:?}");
+    assert!(
+        matches!(e, Error::Config(ConfigError::TtlTooSmall { .. })),
+        "{e:?}"
+    );
 }
 
 #[test]

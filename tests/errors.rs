@@ -17,7 +17,11 @@ async fn noscript_after_script_flush_is_recovered() {
     for i in 0..3 {
         cmd::<()>(&cluster, i, &["SCRIPT", "FLUSH"]).await;
     }
-    let g = c.try_acquire("flush").await.unwrap().expect("scripts reloaded");
+    let g = c
+        .try_acquire("flush")
+        .await
+        .unwrap()
+        .expect("scripts reloaded");
     g.extend().await.unwrap();
     assert!(g.release().await.unwrap());
 }
@@ -37,7 +41,10 @@ async fn wrongtype_on_the_fence_key_is_reported_and_undone() {
     assert!(start.elapsed() < Duration::from_secs(5));
     let errors = err.node_errors();
     assert_eq!(errors.len(), 2, "{err}");
-    assert!(errors.iter().all(|e| e.kind() == NodeErrorKind::WrongType), "{err}");
+    assert!(
+        errors.iter().all(|e| e.kind() == NodeErrorKind::WrongType),
+        "{err}"
+    );
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
     for i in 0..3 {
         let exists: i64 = cmd(&cluster, i, &["EXISTS", &lock_key("typed")]).await;
@@ -57,7 +64,9 @@ async fn wrongtype_on_the_lock_key_is_not_mistaken_for_a_holder() {
     }
     let err = c.try_acquire("hashed").await.unwrap_err();
     assert!(
-        err.node_errors().iter().all(|e| e.kind() == NodeErrorKind::WrongType),
+        err.node_errors()
+            .iter()
+            .all(|e| e.kind() == NodeErrorKind::WrongType),
         "{err}"
     );
 }
@@ -89,16 +98,30 @@ async fn authentication_failures_are_typed() {
             .map(|i| format!("redis://:{pw}@127.0.0.1:{}", cluster.port(i)))
             .collect()
     };
-    let good = redfence::Client::builder().nodes(with_password("s3cret")).build().unwrap();
-    good.try_acquire("auth").await.unwrap().unwrap().release().await.unwrap();
+    let good = redfence::Client::builder()
+        .nodes(with_password("s3cret"))
+        .build()
+        .unwrap();
+    good.try_acquire("auth")
+        .await
+        .unwrap()
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
 
     for c in [
         client(&cluster).build().unwrap(),
-        redfence::Client::builder().nodes(with_password("wrong")).build().unwrap(),
+        redfence::Client::builder()
+            .nodes(with_password("wrong"))
+            .build()
+            .unwrap(),
     ] {
         let err = c.acquire("auth").await.unwrap_err();
         assert!(
-            err.node_errors().iter().all(|e| e.kind() == NodeErrorKind::Auth),
+            err.node_errors()
+                .iter()
+                .all(|e| e.kind() == NodeErrorKind::Auth),
             "{err}"
         );
         // Credentials never appear in messages.
@@ -123,9 +146,13 @@ async fn acl_refusals_are_typed() {
     let c = redfence::Client::builder().nodes(urls).build().unwrap();
     let err = c.try_acquire("acl").await.unwrap_err();
     assert!(
-        err.node_errors().iter().all(|e| e.kind() == NodeErrorKind::NoPermission),
+        err.node_errors()
+            .iter()
+            .all(|e| e.kind() == NodeErrorKind::NoPermission),
         "{err}"
     );
-    let Error::NoQuorum { failed, .. } = err else { panic!("{err:?}") };
+    let Error::NoQuorum { failed, .. } = err else {
+        panic!("{err:?}")
+    };
     assert!(failed >= 2);
 }

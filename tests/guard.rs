@@ -13,24 +13,40 @@ use support::{client, cluster, cmd, lock_key, wait_expired};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_owner_can_extend_or_release() {
     let cluster = cluster(5);
-    let (a, b) = (client(&cluster).build().unwrap(), client(&cluster).build().unwrap());
+    let (a, b) = (
+        client(&cluster).build().unwrap(),
+        client(&cluster).build().unwrap(),
+    );
     let ga = a.try_acquire("owned").await.unwrap().unwrap();
     assert!(b.try_acquire("owned").await.unwrap().is_none(), "held by A");
     for i in [0, 1, 2] {
         cmd::<()>(&cluster, i, &["DEL", &lock_key("owned")]).await;
     }
-    let gb = b.try_acquire("owned").await.unwrap().expect("B takes {0,1,2}");
+    let gb = b
+        .try_acquire("owned")
+        .await
+        .unwrap()
+        .expect("B takes {0,1,2}");
     assert!(gb.token() > ga.token());
 
     let err = ga.extend().await.unwrap_err();
     assert!(
-        matches!(err, Error::Lost { reason: LossReason::NotOwner { nodes: 3 }, .. }),
+        matches!(
+            err,
+            Error::Lost {
+                reason: LossReason::NotOwner { nodes: 3 },
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(!ga.release().await.unwrap(), "A no longer held a quorum");
     // B's keys survived A's release, and B can still renew and release them.
     for i in [0, 1, 2] {
-        assert_eq!(cmd::<i64>(&cluster, i, &["EXISTS", &lock_key("owned")]).await, 1);
+        assert_eq!(
+            cmd::<i64>(&cluster, i, &["EXISTS", &lock_key("owned")]).await,
+            1
+        );
     }
     assert!(gb.extend().await.unwrap() > Duration::ZERO);
     assert!(gb.release().await.unwrap());
@@ -39,17 +55,30 @@ async fn only_the_owner_can_extend_or_release() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lock_passes_on_and_a_late_extend_fails() {
     let cluster = cluster(5);
-    let c = client(&cluster).ttl(Duration::from_millis(1200)).build().unwrap();
+    let c = client(&cluster)
+        .ttl(Duration::from_millis(1200))
+        .build()
+        .unwrap();
     let ga = c.try_acquire("expiring").await.unwrap().unwrap();
     assert!(ga.validity() <= Duration::from_millis(1200));
     wait_expired(&cluster, "expiring", Duration::from_secs(5)).await;
     assert_eq!(ga.validity(), Duration::ZERO);
 
-    let gb = c.try_acquire("expiring").await.unwrap().expect("expired lock is free");
+    let gb = c
+        .try_acquire("expiring")
+        .await
+        .unwrap()
+        .expect("expired lock is free");
     assert!(gb.token() > ga.token());
     let err = ga.extend().await.unwrap_err();
     assert!(
-        matches!(err, Error::Lost { reason: LossReason::ValidityElapsed, .. }),
+        matches!(
+            err,
+            Error::Lost {
+                reason: LossReason::ValidityElapsed,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("expiring"), "{err}");
@@ -60,7 +89,10 @@ async fn an_expired_lock_passes_on_and_a_late_extend_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extend_renews_the_lease_on_the_nodes() {
     let cluster = cluster(5);
-    let c = client(&cluster).ttl(Duration::from_secs(2)).build().unwrap();
+    let c = client(&cluster)
+        .ttl(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let g = c.try_acquire("renew").await.unwrap().unwrap();
     let key = lock_key("renew");
     // Let the lease run down, then renew it: every node's PTTL goes back up.
@@ -70,7 +102,10 @@ async fn extend_renews_the_lease_on_the_nodes() {
     assert!(validity > Duration::from_millis(1500), "{validity:?}");
     for i in 0..5 {
         let after: i64 = cmd(&cluster, i, &["PTTL", &key]).await;
-        assert!(after > before, "node {i}: pttl {after} after extend, {before} before");
+        assert!(
+            after > before,
+            "node {i}: pttl {after} after extend, {before} before"
+        );
     }
     assert!(g.release().await.unwrap());
 }
@@ -94,12 +129,24 @@ async fn drop_releases_in_the_background() {
 fn drop_outside_a_runtime_leaves_the_lock_to_expire() {
     let cluster = cluster(3);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let c = client(&cluster).ttl(Duration::from_secs(2)).build().unwrap();
+    let c = client(&cluster)
+        .ttl(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let g = rt.block_on(c.try_acquire("orphan")).unwrap().unwrap();
     drop(g); // no runtime context here
     rt.block_on(async {
-        assert!(c.try_acquire("orphan").await.unwrap().is_none(), "still held");
+        assert!(
+            c.try_acquire("orphan").await.unwrap().is_none(),
+            "still held"
+        );
         wait_expired(&cluster, "orphan", Duration::from_secs(5)).await;
-        c.try_acquire("orphan").await.unwrap().unwrap().release().await.unwrap();
+        c.try_acquire("orphan")
+            .await
+            .unwrap()
+            .unwrap()
+            .release()
+            .await
+            .unwrap();
     });
 }

@@ -25,7 +25,10 @@ struct Sim {
 #[derive(Debug, Clone)]
 enum Op {
     /// One acquisition attempt; each mask says which nodes a round reaches.
-    Acquire { acquire: Vec<bool>, commit: Vec<bool> },
+    Acquire {
+        acquire: Vec<bool>,
+        commit: Vec<bool>,
+    },
     /// Release the most recent owner's keys on the nodes reached.
     Release(Vec<bool>),
     /// Every lease runs out.

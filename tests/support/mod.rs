@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use redfence::testkit::Cluster;
 use redfence::ClientBuilder;
+use redfence::testkit::Cluster;
 use redis::aio::MultiplexedConnection;
 
 /// Five nodes, no persistence.
@@ -63,7 +63,10 @@ pub async fn wait_expired(cluster: &Cluster, resource: &str, within: Duration) {
         if left == 0 {
             return;
         }
-        assert!(start.elapsed() < within, "{key} still on {left} nodes after {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "{key} still on {left} nodes after {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -73,7 +76,10 @@ pub async fn wait_expired_on(cluster: &Cluster, i: usize, resource: &str) {
     let start = Instant::now();
     let key = lock_key(resource);
     while cmd::<i64>(cluster, i, &["EXISTS", &key]).await != 0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "{key} still on node {i}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{key} still on node {i}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

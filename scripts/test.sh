@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: installs redis-server when it is missing, then runs every test
+# (unit, property, model and integration tests against real redis-server processes).
+#
+#   scripts/test.sh            # whole suite
+#   scripts/test.sh --test acquire   # extra arguments go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-redis.sh
+
+# Integration tests start their own redis-server processes on free loopback ports and
+# stop them (by PID) when each test ends, on failure too.
+exec cargo test --locked --all-features "$@"
