@@ -280,12 +280,21 @@ impl Client {
         // guard is released or dropped. Grants that arrive after that are released at once.
         let ended = Arc::new(AtomicBool::new(false));
         self.release_stragglers(pending, keys, &owner, &ended);
-        let answered: Vec<usize> = round.answers.iter().map(|(i, _)| *i).collect();
+        // A failed attempt releases every node that did not plainly refuse: grants, errors
+        // (a timed-out SET may still run), and calls still in flight, which may have
+        // granted by now. Stragglers that grant later are released by the task above.
+        let refused: Vec<usize> = round
+            .answers
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(None)))
+            .map(|(i, _)| *i)
+            .collect();
+        let to_release: Vec<usize> = (0..n).filter(|i| !refused.contains(i)).collect();
 
         let decision = round.tally.decision();
         let fail = |e: Option<Error>| {
             ended.store(true, Ordering::SeqCst);
-            self.release_in_background(&answered, keys, &owner);
+            self.release_in_background(&to_release, keys, &owner);
             e.map_or(Ok(None), Err)
         };
         match decision {

@@ -269,3 +269,30 @@ async fn a_frozen_node_does_not_slow_decided_attempts() {
     cluster.resume(2).unwrap();
     assert_eq!(slow, 0, "{slow} of 80 calls waited for the frozen node");
 }
+
+/// 64 tasks on distinct keys through one client, so each node connection carries many
+/// calls at once: every attempt must succeed. (A pipeline buffer too small for the load
+/// made sends wait, and waiting sends could be overtaken: false "not acquired".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_false_refusals_under_load() {
+    let cluster = cluster(5);
+    let c = client(&cluster).build().unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..64 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("load-{t}");
+            for _ in 0..25 {
+                let g = c
+                    .try_acquire(&name)
+                    .await
+                    .unwrap()
+                    .expect("a free key was refused");
+                assert!(g.release().await.unwrap());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
