@@ -7,6 +7,8 @@ use crate::error::{ConfigError, Error};
 use crate::lock::{Client, Inner};
 use crate::node::{Node, address};
 use crate::quorum;
+use crate::watchdog;
+use std::sync::atomic::AtomicUsize;
 
 /// Default lease asked of every node.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -44,6 +46,9 @@ pub(crate) struct Settings {
     pub(crate) drift_factor: f64,
     pub(crate) min_validity: Duration,
     pub(crate) prefix: String,
+    pub(crate) auto_extend: bool,
+    pub(crate) extend_interval: Option<Duration>,
+    pub(crate) max_hold: Option<Duration>,
 }
 
 impl Settings {
@@ -76,6 +81,38 @@ impl Settings {
         }
         Ok(())
     }
+
+    /// The watchdog's schedule for a lease of `ttl`: extensions every `extend_interval`
+    /// (default `ttl / 3`), which must leave time for one extension round before the
+    /// watchdog's give-up point.
+    pub(crate) fn watchdog_plan(
+        &self,
+        ttl: Duration,
+        max_hold: Option<Duration>,
+    ) -> Result<watchdog::Plan, ConfigError> {
+        let interval = self.extend_interval.unwrap_or(ttl / 3);
+        let budget = ttl
+            .saturating_sub(quorum::drift(ttl, self.drift_factor))
+            .saturating_sub(watchdog::loss_margin(ttl))
+            .saturating_sub(self.node_timeout);
+        if interval.is_zero() || interval >= budget {
+            return Err(ConfigError::ExtendInterval {
+                interval,
+                ttl,
+                max: budget,
+            });
+        }
+        if max_hold.is_some_and(|m| m.is_zero()) {
+            return Err(ConfigError::Zero {
+                setting: "max_hold",
+            });
+        }
+        Ok(watchdog::Plan {
+            interval,
+            retry: self.retry_delay.max(Duration::from_millis(1)),
+            max_hold,
+        })
+    }
 }
 
 /// Builds a [`Client`]; every setting has a default, and [`build`](Self::build) checks
@@ -107,6 +144,9 @@ pub struct ClientBuilder {
     min_validity: Duration,
     prefix: String,
     max_in_flight: usize,
+    auto_extend: bool,
+    extend_interval: Option<Duration>,
+    max_hold: Option<Duration>,
     /// PEM root certificate(s) for `rediss://` nodes, instead of the system's.
     tls_root: Option<Vec<u8>>,
     /// PEM client certificate and key, for nodes that require mutual TLS.
@@ -127,6 +167,9 @@ impl std::fmt::Debug for ClientBuilder {
             min_validity,
             prefix,
             max_in_flight,
+            auto_extend,
+            extend_interval,
+            max_hold,
             tls_root,
             tls_identity,
         } = self;
@@ -143,6 +186,9 @@ impl std::fmt::Debug for ClientBuilder {
             .field("min_validity", min_validity)
             .field("prefix", prefix)
             .field("max_in_flight", max_in_flight)
+            .field("auto_extend", auto_extend)
+            .field("extend_interval", extend_interval)
+            .field("max_hold", max_hold)
             .field("tls_root", &tls_root.as_ref().map(|_| "<set>"))
             .field("tls_identity", &tls_identity.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -163,6 +209,9 @@ impl Default for ClientBuilder {
             min_validity: Duration::ZERO,
             prefix: DEFAULT_PREFIX.to_owned(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            auto_extend: true,
+            extend_interval: None,
+            max_hold: None,
             tls_root: None,
             tls_identity: None,
         }
@@ -258,6 +307,30 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether [`Client::acquire`] starts a watchdog that extends the lock every
+    /// [`extend_interval`](Self::extend_interval) and reports its loss on the guard's
+    /// [`state`](crate::LockGuard::state) channel. [`Client::try_acquire`] never does
+    /// unless asked per call. Defaults to `true`.
+    pub fn auto_extend(mut self, on: bool) -> Self {
+        self.auto_extend = on;
+        self
+    }
+
+    /// Time between the watchdog's extensions. It must leave room for one extension
+    /// round before the validity runs out. Defaults to a third of the TTL.
+    pub fn extend_interval(mut self, interval: Duration) -> Self {
+        self.extend_interval = Some(interval);
+        self
+    }
+
+    /// Longest time a watchdog keeps a lock alive: then it stops extending and reports
+    /// the loss ([`LossReason::MaxHoldReached`](crate::LossReason::MaxHoldReached)), so an
+    /// orphaned holder cannot keep a lock forever. Defaults to no limit.
+    pub fn max_hold(mut self, max: Duration) -> Self {
+        self.max_hold = Some(max);
+        self
+    }
+
     /// Trusts these PEM root certificates for `rediss://` nodes instead of the system's
     /// (a private CA). Defaults to the system's trust store.
     #[cfg(feature = "tls")]
@@ -319,7 +392,11 @@ impl ClientBuilder {
             nodes.push((Arc::new(node), url));
         }
         let nodes = nodes.into_iter().map(|(n, _)| n).collect();
-        Ok(Client::from_inner(Inner { nodes, settings }))
+        Ok(Client::from_inner(Inner {
+            nodes,
+            settings,
+            watchdogs: Arc::new(AtomicUsize::new(0)),
+        }))
     }
 
     fn open(&self, url: &str) -> Result<redis::Client, ConfigError> {
@@ -447,8 +524,14 @@ impl ClientBuilder {
             drift_factor: self.drift_factor,
             min_validity: self.min_validity,
             prefix: self.prefix.clone(),
+            auto_extend: self.auto_extend,
+            extend_interval: self.extend_interval,
+            max_hold: self.max_hold,
         };
         settings.check_ttl(self.ttl)?;
+        if self.auto_extend || self.extend_interval.is_some() || self.max_hold.is_some() {
+            settings.watchdog_plan(self.ttl, self.max_hold)?;
+        }
         Ok(settings)
     }
 }

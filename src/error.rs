@@ -148,7 +148,7 @@ impl fmt::Display for NodeErrors<'_> {
 }
 
 /// Why a held lock can no longer be proven held.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum LossReason {
     /// A majority of nodes answered that the lock key is gone or belongs to another owner.
@@ -156,9 +156,19 @@ pub enum LossReason {
         /// Nodes that said so.
         nodes: usize,
     },
+    /// Failed nodes kept a quorum out of reach until the validity ran out.
+    QuorumUnreachable {
+        /// Each failed or silent node's cause, naming the node.
+        errors: Vec<NodeError>,
+    },
     /// The validity ran out before an extension completed (or the extension was asked for
     /// after it had run out).
     ValidityElapsed,
+    /// The watchdog reached its maximum hold time and stopped extending.
+    MaxHoldReached {
+        /// How long the lock had been held.
+        held: Duration,
+    },
 }
 
 impl fmt::Display for LossReason {
@@ -167,7 +177,13 @@ impl fmt::Display for LossReason {
             Self::NotOwner { nodes } => {
                 write!(f, "{nodes} nodes say the lock is gone or has another owner")
             }
+            Self::QuorumUnreachable { errors } => {
+                write!(f, "no quorum could renew it in time{}", NodeErrors(errors))
+            }
             Self::ValidityElapsed => f.write_str("validity elapsed before it could be extended"),
+            Self::MaxHoldReached { held } => {
+                write!(f, "maximum hold time reached after {held:?}")
+            }
         }
     }
 }
@@ -240,7 +256,7 @@ impl NodeErrorKind {
 }
 
 /// One node's failure, naming the node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeError {
     node: String,
     step: Step,
@@ -419,6 +435,19 @@ pub enum ConfigError {
         url: String,
         /// Why they were rejected.
         reason: String,
+    },
+    /// The watchdog's interval leaves no time to extend before the validity runs out.
+    #[error(
+        "extend_interval of {interval:?} is too long for a ttl of {ttl:?}: it must be above \
+         zero and below {max:?}, to leave one extension round before the validity runs out"
+    )]
+    ExtendInterval {
+        /// The interval.
+        interval: Duration,
+        /// The TTL it would extend.
+        ttl: Duration,
+        /// The longest accepted interval.
+        max: Duration,
     },
     /// The jitter is larger than the retry delay it varies.
     #[error("retry_jitter {jitter:?} is larger than retry_delay {delay:?}")]

@@ -1,4 +1,4 @@
-//! [`LockGuard`]: a held lock.
+//! [`LockGuard`]: a held lock, its state channel, and its extension.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -6,13 +6,69 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::stream::FuturesUnordered;
+use tokio::sync::watch;
 
-use crate::error::{Error, LossReason, Step};
+use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
-use crate::lock::{Client, finish_in_background, no_quorum, run_round};
+use crate::lock::Client;
 use crate::quorum::{self, Decision, Vote};
+use crate::round::{decided, finish_in_background, no_quorum, run_round};
 use crate::scripts::Keys;
+use crate::watchdog::Watchdog;
 
+/// What a lock is doing now, as its guard's [`state`](LockGuard::state) channel reports it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum LockState {
+    /// Held: exclusivity may be assumed until `deadline` (monotonic clock).
+    Held {
+        /// When the validity runs out unless extended.
+        deadline: Instant,
+    },
+    /// Lost: stop the critical section. Final.
+    Lost {
+        /// Why.
+        reason: LossReason,
+        /// When the loss was published; never after the last `Held` deadline.
+        at: Instant,
+    },
+    /// Released by its guard. Final.
+    Released,
+}
+
+/// Everything a guard and its watchdog share. The watchdog holds it weakly, so it never
+/// keeps a dropped guard's lock alive.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) resource: String,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) owner: Arc<str>,
+    pub(crate) token: FencingToken,
+    pub(crate) ttl: Duration,
+    pub(crate) acquired_at: Instant,
+    pub(crate) initial_validity: Duration,
+    /// Set once this owner's keys must go; read by the task releasing late grants.
+    pub(crate) ended: Arc<AtomicBool>,
+    deadline: Mutex<Instant>,
+    state: watch::Sender<LockState>,
+}
+
+/// How one extension round ended.
+pub(crate) enum Extension {
+    /// A quorum renewed; the new validity.
+    Extended(Duration),
+    /// This many nodes, a majority, said the key is gone or someone else's (already
+    /// published as lost).
+    NotOwner(usize),
+    /// Failed nodes kept a quorum out of reach; the lock may still be valid.
+    Unreachable(Error),
+    /// The limit passed first; the nodes that had not answered (or failed) by then.
+    TimedOut(Vec<NodeError>),
+    /// Already lost or released: nothing was sent.
+    Over(Option<LossReason>),
+}
+
+/// What an acquisition hands to its guard.
 pub(crate) struct GuardParts {
     pub(crate) client: Client,
     pub(crate) resource: String,
@@ -20,73 +76,292 @@ pub(crate) struct GuardParts {
     pub(crate) owner: Arc<str>,
     pub(crate) token: FencingToken,
     pub(crate) ttl: Duration,
-    /// When the validity runs out, on this process' monotonic clock.
+    /// When the acquisition started (validity counts from there).
+    pub(crate) acquired_at: Instant,
     pub(crate) deadline: Instant,
-    pub(crate) validity: Duration,
     pub(crate) ended: Arc<AtomicBool>,
 }
 
+impl Shared {
+    pub(crate) fn new(p: GuardParts) -> Self {
+        Self {
+            initial_validity: p.deadline.saturating_duration_since(Instant::now()),
+            client: p.client,
+            resource: p.resource,
+            keys: p.keys,
+            owner: p.owner,
+            token: p.token,
+            ttl: p.ttl,
+            acquired_at: p.acquired_at,
+            ended: p.ended,
+            deadline: Mutex::new(p.deadline),
+            state: watch::Sender::new(LockState::Held {
+                deadline: p.deadline,
+            }),
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lost or released.
+    pub(crate) fn is_over(&self) -> bool {
+        !matches!(*self.state.borrow(), LockState::Held { .. })
+    }
+
+    /// Publishes the loss, unless the lock is already lost or released (the first word
+    /// stands). The watch channel keeps the last state for every observer, and closes only
+    /// when the guard is gone, after this.
+    pub(crate) fn publish_lost(&self, reason: LossReason) {
+        self.state.send_if_modified(|s| {
+            if matches!(s, LockState::Held { .. }) {
+                *s = LockState::Lost {
+                    reason,
+                    at: Instant::now(),
+                };
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn lost_error(&self, reason: LossReason) -> Error {
+        Error::Lost {
+            resource: self.resource.clone(),
+            reason,
+        }
+    }
+
+    /// Renews the lease on all N nodes, deciding as soon as the outcome is certain and
+    /// giving up at `limit` (never later than the current deadline).
+    pub(crate) async fn extend_until(&self, limit: Instant) -> Extension {
+        if let LockState::Lost { reason, .. } = &*self.state.borrow() {
+            return Extension::Over(Some(reason.clone()));
+        }
+        if self.is_over() {
+            return Extension::Over(None);
+        }
+        let start = Instant::now();
+        let limit = limit.min(self.deadline());
+        if start >= limit {
+            return Extension::TimedOut(Vec::new());
+        }
+        let nodes = self.client.nodes();
+        let n = nodes.len();
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let calls: FuturesUnordered<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let (node, keys, owner) =
+                    (Arc::clone(node), Arc::clone(&self.keys), self.owner.clone());
+                async move { (i, node.extend(&keys, &owner, ttl_ms).await) }.boxed()
+            })
+            .collect();
+        let (round, pending) = run_round(calls, n, flag_vote, decided, Some(limit)).await;
+        finish_in_background(pending);
+        if round.timed_out || Instant::now() >= limit {
+            let mut errors = round.errors();
+            let answered: Vec<usize> = round.answers.iter().map(|(i, _)| *i).collect();
+            let waited = start.elapsed();
+            errors.extend(
+                (0..n)
+                    .filter(|i| !answered.contains(i))
+                    .map(|i| NodeError::timeout(nodes[i].name(), Step::Extend, waited)),
+            );
+            return Extension::TimedOut(errors);
+        }
+        match round.tally.decision() {
+            Decision::Won => {
+                // Every renewed lease started no earlier than `start`, so the new validity
+                // counts from there, less the drift allowance.
+                let drift = quorum::drift(self.ttl, self.client.settings().drift_factor);
+                let renewed = start + self.ttl.saturating_sub(drift);
+                let deadline = {
+                    let mut d = self.deadline.lock().unwrap_or_else(PoisonError::into_inner);
+                    // Concurrent extensions: a slower one must not shorten a newer one.
+                    *d = (*d).max(renewed);
+                    *d
+                };
+                self.state.send_if_modified(|s| match s {
+                    LockState::Held { deadline: old } if *old != deadline => {
+                        *old = deadline;
+                        true
+                    }
+                    _ => false,
+                });
+                Extension::Extended(deadline.saturating_duration_since(Instant::now()))
+            }
+            Decision::Refused => {
+                self.publish_lost(LossReason::NotOwner {
+                    nodes: round.tally.no,
+                });
+                Extension::NotOwner(round.tally.no)
+            }
+            Decision::Failed | Decision::Pending => {
+                Extension::Unreachable(no_quorum(&self.resource, Step::Extend, &round, n))
+            }
+        }
+    }
+
+    /// Deletes the lock on all N nodes; true when a quorum still held it.
+    pub(crate) async fn release(&self) -> Result<bool, Error> {
+        self.ended.store(true, Ordering::SeqCst);
+        self.state.send_replace(LockState::Released);
+        let nodes = self.client.nodes();
+        let n = nodes.len();
+        let calls: FuturesUnordered<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let (node, keys, owner) =
+                    (Arc::clone(node), Arc::clone(&self.keys), self.owner.clone());
+                async move { (i, node.release(&keys, &owner).await) }.boxed()
+            })
+            .collect();
+        let (round, pending) = run_round(calls, n, flag_vote, decided, None).await;
+        finish_in_background(pending);
+        match round.tally.decision() {
+            Decision::Won => Ok(true),
+            Decision::Refused => Ok(false),
+            Decision::Failed | Decision::Pending => {
+                Err(no_quorum(&self.resource, Step::Release, &round, n))
+            }
+        }
+    }
+}
+
+fn flag_vote(r: &Result<bool, NodeError>) -> Vote {
+    match r {
+        Ok(true) => Vote::Yes,
+        Ok(false) => Vote::No,
+        Err(_) => Vote::Failed,
+    }
+}
+
 /// A held lock. Pass [`token`](Self::token) to every write it protects, stop before
-/// [`validity`](Self::validity) runs out (or [`extend`](Self::extend)), and
-/// [`release`](Self::release) it when done.
+/// [`validity`](Self::validity) runs out (or [`extend`](Self::extend), or let the
+/// watchdog do it), and [`release`](Self::release) it when done.
 ///
-/// Dropping it without `release` releases it on a spawned task when a tokio runtime is
-/// running (never blocking), and otherwise leaves it to expire with its TTL.
+/// Dropping it without `release` stops its watchdog and releases the lock on a spawned
+/// task when a tokio runtime is running (never blocking), and otherwise leaves it to
+/// expire with its TTL.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard {
-    parts: GuardParts,
-    deadline: Mutex<Instant>,
+    shared: Arc<Shared>,
+    watchdog: Option<Watchdog>,
     released: bool,
 }
 
 impl std::fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockGuard")
-            .field("resource", &self.parts.resource)
-            .field("token", &self.parts.token)
-            .field("ttl", &self.parts.ttl)
-            .field("validity", &self.validity())
+            .field("resource", &self.shared.resource)
+            .field("token", &self.shared.token)
+            .field("ttl", &self.shared.ttl)
+            .field("state", &*self.shared.state.borrow())
+            .field("watchdog", &self.watchdog.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl LockGuard {
-    pub(crate) fn new(parts: GuardParts) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, watchdog: Option<Watchdog>) -> Self {
         Self {
-            deadline: Mutex::new(parts.deadline),
-            parts,
+            shared,
+            watchdog,
             released: false,
         }
     }
 
     /// The fencing token of this acquisition.
     pub fn token(&self) -> FencingToken {
-        self.parts.token
+        self.shared.token
     }
 
     /// The lock name.
     pub fn resource(&self) -> &str {
-        &self.parts.resource
+        &self.shared.resource
     }
 
     /// The lease asked of the nodes.
     pub fn ttl(&self) -> Duration {
-        self.parts.ttl
+        self.shared.ttl
     }
 
-    /// When exclusivity can no longer be assumed, on the monotonic clock.
+    /// When exclusivity can no longer be assumed, on the monotonic clock. Extensions move
+    /// it forward.
     pub fn deadline(&self) -> Instant {
-        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.deadline()
     }
 
-    /// Time left before [`deadline`](Self::deadline); zero once it has passed.
+    /// Time left before [`deadline`](Self::deadline); zero once it has passed or the lock
+    /// was lost.
     pub fn validity(&self) -> Duration {
+        if self.shared.is_over() {
+            return Duration::ZERO;
+        }
         self.deadline().saturating_duration_since(Instant::now())
     }
 
     /// Validity at the moment the lock was acquired.
     pub fn initial_validity(&self) -> Duration {
-        self.parts.validity
+        self.shared.initial_validity
+    }
+
+    /// True while a watchdog keeps extending this lock.
+    pub fn has_watchdog(&self) -> bool {
+        self.watchdog.is_some()
+    }
+
+    /// A receiver of the lock's state: held (with its deadline), lost (with the reason and
+    /// time), or released. The watchdog and [`extend`](Self::extend) publish to it.
+    pub fn state(&self) -> watch::Receiver<LockState> {
+        self.shared.state.subscribe()
+    }
+
+    /// Resolves when the lock is lost, with the reason: when the watchdog (or an
+    /// [`extend`](Self::extend)) reports a loss, or, without a watchdog, when the validity
+    /// runs out. Never resolves for a lock that is released.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
+    /// let guard = client.acquire("report").await?; // with a watchdog by default
+    /// tokio::select! {
+    ///     reason = guard.lost() => eprintln!("lock lost ({reason}); stopping"),
+    ///     () = async { /* long critical section */ } => {}
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn lost(&self) -> LossReason {
+        let mut rx = self.shared.state.subscribe();
+        loop {
+            let deadline = match &*rx.borrow_and_update() {
+                LockState::Lost { reason, .. } => return reason.clone(),
+                LockState::Held { deadline } => *deadline,
+                LockState::Released => return std::future::pending().await,
+            };
+            let expiry = async {
+                if self.watchdog.is_some() {
+                    // The watchdog reports the loss itself, before the deadline.
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep_until(deadline.into()).await;
+            };
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+                () = expiry => {
+                    self.shared.publish_lost(LossReason::ValidityElapsed);
+                }
+            }
+        }
     }
 
     /// Renews the lease on every node for another TTL and returns the new validity,
@@ -99,65 +374,28 @@ impl LockGuard {
     ///
     /// - [`Error::Lost`] with [`LossReason::ValidityElapsed`] when the validity ran out
     ///   before a quorum renewed (or before the call), and with [`LossReason::NotOwner`]
-    ///   when a majority no longer holds this owner's key;
+    ///   when a majority no longer holds this owner's key; the loss is also published on
+    ///   the [`state`](Self::state) channel;
     /// - [`Error::NoQuorum`] when failed nodes kept a quorum out of reach; the lock may
     ///   still be held until [`deadline`](Self::deadline), and a retry may succeed.
     pub async fn extend(&self) -> Result<Duration, Error> {
-        let start = Instant::now();
-        let old_deadline = self.deadline();
-        if start >= old_deadline {
-            return Err(self.lost(LossReason::ValidityElapsed));
-        }
-        let p = &self.parts;
-        let nodes = p.client.nodes();
-        let n = nodes.len();
-        let ttl_ms = u64::try_from(p.ttl.as_millis()).unwrap_or(u64::MAX);
-        let calls: FuturesUnordered<_> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let (node, keys, owner) = (Arc::clone(node), Arc::clone(&p.keys), p.owner.clone());
-                async move { (i, node.extend(&keys, &owner, ttl_ms).await) }.boxed()
-            })
-            .collect();
-        let (round, pending) = tokio::time::timeout_at(
-            old_deadline.into(),
-            run_round(calls, n, flag_vote, |t| t.decision() != Decision::Pending),
-        )
-        .await
-        .map_err(|_| self.lost(LossReason::ValidityElapsed))?;
-        finish_in_background(pending);
-        match round.tally.decision() {
-            // The renewed leases started no earlier than `start`, so the new validity
-            // counts from there, less the drift allowance.
-            Decision::Won => {
-                let drift = quorum::drift(p.ttl, p.client.settings().drift_factor);
-                let new_deadline = start + p.ttl.saturating_sub(drift);
-                if Instant::now() >= old_deadline {
-                    return Err(self.lost(LossReason::ValidityElapsed));
-                }
-                *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = new_deadline;
-                Ok(self.validity())
+        let s = &self.shared;
+        match s.extend_until(s.deadline()).await {
+            Extension::Extended(validity) => Ok(validity),
+            Extension::NotOwner(nodes) => Err(s.lost_error(LossReason::NotOwner { nodes })),
+            Extension::Unreachable(e) => Err(e),
+            Extension::TimedOut(_) => {
+                s.publish_lost(LossReason::ValidityElapsed);
+                Err(s.lost_error(LossReason::ValidityElapsed))
             }
-            Decision::Refused => Err(self.lost(LossReason::NotOwner {
-                nodes: round.tally.no,
-            })),
-            Decision::Failed | Decision::Pending => {
-                Err(no_quorum(&p.resource, Step::Extend, &round, n))
-            }
+            Extension::Over(Some(reason)) => Err(s.lost_error(reason)),
+            Extension::Over(None) => Err(s.lost_error(LossReason::ValidityElapsed)),
         }
     }
 
-    fn lost(&self, reason: LossReason) -> Error {
-        Error::Lost {
-            resource: self.parts.resource.clone(),
-            reason,
-        }
-    }
-
-    /// Deletes the lock on every node (only where this guard still owns it) and says
-    /// whether a quorum still held it: `Ok(false)` means the lock had already been lost,
-    /// so the critical section may have overlapped another holder's.
+    /// Stops the watchdog, deletes the lock on every node (only where this guard still
+    /// owns it) and says whether a quorum still held it: `Ok(false)` means the lock had
+    /// already been lost, so the critical section may have overlapped another holder's.
     ///
     /// # Errors
     ///
@@ -165,52 +403,30 @@ impl LockGuard {
     /// behind expire with their TTL.
     pub async fn release(mut self) -> Result<bool, Error> {
         self.released = true;
-        self.parts.ended.store(true, Ordering::SeqCst);
-        let p = &self.parts;
-        let nodes = p.client.nodes();
-        let n = nodes.len();
-        let calls: FuturesUnordered<_> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let (node, keys, owner) = (Arc::clone(node), Arc::clone(&p.keys), p.owner.clone());
-                async move { (i, node.release(&keys, &owner).await) }.boxed()
-            })
-            .collect();
-        let (round, pending) =
-            run_round(calls, n, flag_vote, |t| t.decision() != Decision::Pending).await;
-        finish_in_background(pending);
-        match round.tally.decision() {
-            Decision::Won => Ok(true),
-            Decision::Refused => Ok(false),
-            Decision::Failed | Decision::Pending => {
-                Err(no_quorum(&p.resource, Step::Release, &round, n))
-            }
+        if let Some(w) = self.watchdog.take() {
+            // Stopped before the release is sent, and awaited: when this returns, the
+            // watchdog is gone.
+            w.stop().await;
         }
-    }
-}
-
-fn flag_vote(r: &Result<bool, crate::error::NodeError>) -> Vote {
-    match r {
-        Ok(true) => Vote::Yes,
-        Ok(false) => Vote::No,
-        Err(_) => Vote::Failed,
+        self.shared.release().await
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        // Dropping the handle aborts the watchdog task.
+        self.watchdog.take();
         if self.released {
             return;
         }
-        self.parts.ended.store(true, Ordering::SeqCst);
+        self.shared.ended.store(true, Ordering::SeqCst);
+        self.shared.state.send_replace(LockState::Released);
         // Never block here: release on the runtime if there is one, else the TTL expires
         // the keys.
         if tokio::runtime::Handle::try_current().is_ok() {
-            let all: Vec<usize> = (0..self.parts.client.nodes().len()).collect();
-            self.parts
-                .client
-                .release_in_background(&all, &self.parts.keys, &self.parts.owner);
+            let s = &self.shared;
+            let all: Vec<usize> = (0..s.client.nodes().len()).collect();
+            s.client.release_in_background(&all, &s.keys, &s.owner);
         }
     }
 }

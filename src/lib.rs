@@ -9,10 +9,12 @@ mod guard;
 mod lock;
 mod node;
 mod quorum;
+mod round;
 mod scripts;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
+mod watchdog;
 
 pub use config::{
     ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_MAX_IN_FLIGHT,
@@ -21,5 +23,5 @@ pub use config::{
 };
 pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};
 pub use fence::FencingToken;
-pub use guard::LockGuard;
+pub use guard::{LockGuard, LockState};
 pub use lock::{AcquireOptions, Client, MAX_RESOURCE_LEN};

@@ -2,21 +2,22 @@
 //! ([`Client::acquire`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::RngExt;
 
 use crate::config::{ClientBuilder, Settings};
-use crate::error::{Error, NodeError, Step};
+use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
-use crate::guard::{GuardParts, LockGuard};
+use crate::guard::{GuardParts, LockGuard, Shared};
 use crate::node::Node;
-use crate::quorum::{self, Decision, Tally, TokenPlan, Vote};
+use crate::quorum::{self, Decision, TokenPlan, Vote};
+use crate::round::{Pending, decided, finish_in_background, no_quorum, run_round};
 use crate::scripts::Keys;
+use crate::watchdog::{self, Watchdog};
 
 /// Longest accepted resource name, in bytes.
 pub const MAX_RESOURCE_LEN: usize = 1024;
@@ -38,20 +39,28 @@ pub struct Client(Arc<Inner>);
 pub(crate) struct Inner {
     pub(crate) nodes: Vec<Arc<Node>>,
     pub(crate) settings: Settings,
+    /// Watchdogs running for this client's guards.
+    pub(crate) watchdogs: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Inner { nodes, settings } = &*self.0;
+        let Inner {
+            nodes,
+            settings,
+            watchdogs,
+        } = &*self.0;
         let names: Vec<&str> = nodes.iter().map(|n| n.name()).collect();
         f.debug_struct("Client")
             .field("nodes", &names)
             .field("settings", settings)
+            .field("watchdogs", &watchdogs.load(Ordering::Relaxed))
             .finish()
     }
 }
 
-/// Per-call settings for [`Client::acquire_with`]; unset fields use the client's.
+/// Per-call settings for [`Client::acquire_with`] and friends; unset fields use the
+/// client's.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct AcquireOptions {
@@ -59,6 +68,11 @@ pub struct AcquireOptions {
     pub ttl: Option<Duration>,
     /// How long to keep trying instead of the client's wait timeout.
     pub wait: Option<Duration>,
+    /// Whether a watchdog keeps the lock alive (default: the client's
+    /// [`auto_extend`](ClientBuilder::auto_extend) for `acquire`, off for `try_acquire`).
+    pub watchdog: Option<bool>,
+    /// The watchdog's maximum hold time instead of the client's.
+    pub max_hold: Option<Duration>,
 }
 
 impl AcquireOptions {
@@ -80,54 +94,26 @@ impl AcquireOptions {
         self.wait = Some(wait);
         self
     }
-}
 
-type Reply<T> = (usize, Result<T, NodeError>);
-type Pending<T> = FuturesUnordered<BoxFuture<'static, Reply<T>>>;
+    /// Turns the watchdog on or off; see [`ClientBuilder::auto_extend`].
+    #[must_use]
+    pub fn watchdog(mut self, on: bool) -> Self {
+        self.watchdog = Some(on);
+        self
+    }
 
-/// Answers of one round, gathered until the round was decided.
-pub(crate) struct Round<T> {
-    pub(crate) tally: Tally,
-    pub(crate) answers: Vec<Reply<T>>,
-}
-
-impl<T> Round<T> {
-    pub(crate) fn errors(&self) -> Vec<NodeError> {
-        self.answers
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().err().cloned())
-            .collect()
+    /// Sets the maximum hold time; see [`ClientBuilder::max_hold`].
+    #[must_use]
+    pub fn max_hold(mut self, max: Duration) -> Self {
+        self.max_hold = Some(max);
+        self
     }
 }
 
-/// Gathers answers until `decided` says the outcome is certain, then returns without
-/// waiting for the rest: the calls still in flight come back beside the answers, for the
-/// caller to hand to a background task. Never waits on a node after the outcome is known.
-pub(crate) async fn run_round<T>(
-    mut pending: Pending<T>,
-    n: usize,
-    vote: impl Fn(&Result<T, NodeError>) -> Vote,
-    decided: impl Fn(&Tally) -> bool,
-) -> (Round<T>, Pending<T>) {
-    let mut tally = Tally::new(n);
-    let mut answers = Vec::with_capacity(n);
-    while !decided(&tally) {
-        let Some((i, r)) = pending.next().await else {
-            break;
-        };
-        tally.record(vote(&r));
-        answers.push((i, r));
-    }
-    (Round { tally, answers }, pending)
-}
-
-/// Lets calls still in flight finish on a background task; none of them is awaited by the
-/// caller. The multiplexed connection has already taken each command in order, so any
-/// command sent later to the same node runs after it.
-pub(crate) fn finish_in_background<T: Send + 'static>(pending: Pending<T>) {
-    if !pending.is_empty() {
-        tokio::spawn(pending.for_each(|_| async {}));
-    }
+/// One acquisition's resolved settings.
+struct Plan {
+    ttl: Duration,
+    watchdog: Option<watchdog::Plan>,
 }
 
 impl Client {
@@ -169,12 +155,29 @@ impl Client {
     ///   difference, with each node's cause;
     /// - [`Error::NoValidity`] when the attempt took so long that no validity was left.
     pub async fn try_acquire(&self, resource: &str) -> Result<Option<LockGuard>, Error> {
-        check_resource(resource)?;
-        let keys = Arc::new(Keys::new(&self.0.settings.prefix, resource));
-        self.attempt(resource, &keys, self.0.settings.ttl).await
+        self.try_acquire_with(resource, AcquireOptions::new()).await
     }
 
-    /// Takes `resource`, retrying for up to the client's wait timeout.
+    /// [`try_acquire`](Self::try_acquire) with per-call options (the watchdog is off
+    /// unless the options turn it on).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire), plus [`Error::Config`] for a bad option.
+    pub async fn try_acquire_with(
+        &self,
+        resource: &str,
+        options: AcquireOptions,
+    ) -> Result<Option<LockGuard>, Error> {
+        check_resource(resource)?;
+        let plan = self.plan(&options, false)?;
+        let keys = Arc::new(Keys::new(&self.0.settings.prefix, resource));
+        self.attempt(resource, &keys, &plan).await
+    }
+
+    /// Takes `resource`, retrying for up to the client's wait timeout. Unless turned off
+    /// ([`ClientBuilder::auto_extend`]), a watchdog then keeps it alive and reports its
+    /// loss on the guard's [`state`](LockGuard::state) channel.
     ///
     /// ```no_run
     /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
@@ -221,15 +224,14 @@ impl Client {
     ) -> Result<LockGuard, Error> {
         check_resource(resource)?;
         let s = &self.0.settings;
-        let ttl = options.ttl.unwrap_or(s.ttl);
-        s.check_ttl(ttl)?;
+        let plan = self.plan(&options, s.auto_extend)?;
         let wait = options.wait.unwrap_or(s.wait_timeout);
         let keys = Arc::new(Keys::new(&s.prefix, resource));
         let start = Instant::now();
         let mut attempts = 0;
         let last_error = loop {
             attempts += 1;
-            let last = match self.attempt(resource, &keys, ttl).await {
+            let last = match self.attempt(resource, &keys, &plan).await {
                 Ok(Some(guard)) => return Ok(guard),
                 Ok(None) => None,
                 Err(e) if retryable(&e) => Some(e),
@@ -249,14 +251,108 @@ impl Client {
         })
     }
 
+    /// Runs `work` under the lock: acquires `resource` (waiting as
+    /// [`acquire`](Self::acquire) does) with a watchdog, runs `work` with the guard, and
+    /// releases. If the lock is lost first, `work` is cancelled (dropped at its current
+    /// `.await`) and the loss is returned, so a critical section stops before another
+    /// holder can start.
+    ///
+    /// `work` may borrow from its surroundings: there is no `'static` bound.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
+    /// let rows = client
+    ///     .run("nightly-report", async |guard| {
+    ///         // ... pass guard.token() to every write ...
+    ///         42
+    ///     })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire); [`Error::Lost`] when the lock was lost before `work`
+    /// finished (or, found at release, while it ran).
+    pub async fn run<T>(
+        &self,
+        resource: &str,
+        work: impl AsyncFnOnce(&LockGuard) -> T,
+    ) -> Result<T, Error> {
+        self.run_with(resource, AcquireOptions::new(), work).await
+    }
+
+    /// [`run`](Self::run) with per-call options (the watchdog is always on).
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run), plus [`Error::Config`] for a bad option.
+    pub async fn run_with<T>(
+        &self,
+        resource: &str,
+        options: AcquireOptions,
+        work: impl AsyncFnOnce(&LockGuard) -> T,
+    ) -> Result<T, Error> {
+        let guard = self.acquire_with(resource, options.watchdog(true)).await?;
+        let outcome = {
+            let work = work(&guard);
+            tokio::select! {
+                // On a tie the loss wins: never report success for work that overran.
+                biased;
+                reason = guard.lost() => Err(reason),
+                value = work => Ok(value),
+            }
+        };
+        // `work` is dropped by now, so nothing of it runs after the release.
+        let lost = |reason| Error::Lost {
+            resource: resource.to_owned(),
+            reason,
+        };
+        match outcome {
+            Ok(value) => match guard.release().await {
+                // Release failures leave keys to expire; the watchdog had proven the lock
+                // held until the work finished, so the value stands.
+                Ok(true) | Err(_) => Ok(value),
+                Ok(false) => Err(lost(LossReason::NotOwner {
+                    nodes: self.nodes().len() + 1 - self.quorum(),
+                })),
+            },
+            Err(reason) => {
+                // Best effort: the keys expire anyway.
+                let _ = guard.release().await;
+                Err(lost(reason))
+            }
+        }
+    }
+
+    /// Watchdogs running for this client's guards (each stops on release or drop).
+    pub fn active_watchdogs(&self) -> usize {
+        self.0.watchdogs.load(Ordering::SeqCst)
+    }
+
+    fn plan(&self, options: &AcquireOptions, watchdog_default: bool) -> Result<Plan, Error> {
+        let s = &self.0.settings;
+        let ttl = options.ttl.unwrap_or(s.ttl);
+        s.check_ttl(ttl)?;
+        let watchdog = if options.watchdog.unwrap_or(watchdog_default) {
+            let max_hold = options.max_hold.or(s.max_hold);
+            Some(s.watchdog_plan(ttl, max_hold)?)
+        } else {
+            None
+        };
+        Ok(Plan { ttl, watchdog })
+    }
+
     /// One attempt: DESIGN.md section 2.
     async fn attempt(
         &self,
         resource: &str,
         keys: &Arc<Keys>,
-        ttl: Duration,
+        plan: &Plan,
     ) -> Result<Option<LockGuard>, Error> {
         let s = &self.0.settings;
+        let ttl = plan.ttl;
         let nodes = &self.0.nodes;
         let n = nodes.len();
         let owner: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
@@ -271,10 +367,7 @@ impl Client {
                 async move { (i, node.acquire(&keys, &owner, ttl_ms).await) }.boxed()
             })
             .collect();
-        let (round, pending) = run_round(calls, n, acquire_vote, |t| {
-            t.decision() != Decision::Pending
-        })
-        .await;
+        let (round, pending) = run_round(calls, n, acquire_vote, decided, None).await;
 
         // Set once this owner's keys must go: on a failed attempt now, on a won one when the
         // guard is released or dropped. Grants that arrive after that are released at once.
@@ -313,35 +406,39 @@ impl Client {
                 _ => None,
             })
             .collect();
-        let Some(plan) = TokenPlan::new(&grants) else {
+        let Some(token_plan) = TokenPlan::new(&grants) else {
             return fail(Some(no_quorum(resource, Step::Acquire, &round, n)));
         };
-        if let Err(e) = self.commit(resource, keys, &owner, &plan).await {
+        if let Err(e) = self.commit(resource, keys, &owner, &token_plan).await {
             return fail(Some(e));
         }
 
         // Validity counts from before the first command was sent, and is recomputed after
         // the commit round, which also ate into the lease.
         let drift = quorum::drift(ttl, s.drift_factor);
-        let Some(validity) = quorum::validity(ttl, start.elapsed(), drift, s.min_validity) else {
+        if quorum::validity(ttl, start.elapsed(), drift, s.min_validity).is_none() {
             return fail(Some(Error::NoValidity {
                 resource: resource.to_owned(),
                 elapsed: start.elapsed(),
                 ttl,
                 drift,
             }));
-        };
-        Ok(Some(LockGuard::new(GuardParts {
+        }
+        let shared = Arc::new(Shared::new(GuardParts {
             client: self.clone(),
             resource: resource.to_owned(),
             keys: Arc::clone(keys),
             owner,
-            token: FencingToken::new(plan.token),
+            token: FencingToken::new(token_plan.token),
             ttl,
+            acquired_at: start,
             deadline: start + (ttl - drift),
-            validity,
             ended,
-        })))
+        }));
+        let watchdog = plan
+            .watchdog
+            .map(|w| Watchdog::start(&shared, w, &self.0.watchdogs));
+        Ok(Some(LockGuard::new(shared, watchdog)))
     }
 
     /// Makes the token durable on a majority before anyone sees it.
@@ -388,6 +485,7 @@ impl Client {
                 Err(_) => Vote::Failed,
             },
             |t| quorum::commit_decided(n, plan.at_token, t).is_some(),
+            None,
         )
         .await;
         finish_in_background(pending);
@@ -468,19 +566,6 @@ fn acquire_vote(r: &Result<Option<u64>, NodeError>) -> Vote {
         Ok(Some(_)) => Vote::Yes,
         Ok(None) => Vote::No,
         Err(_) => Vote::Failed,
-    }
-}
-
-pub(crate) fn no_quorum<T>(resource: &str, step: Step, round: &Round<T>, n: usize) -> Error {
-    Error::NoQuorum {
-        resource: resource.to_owned(),
-        step,
-        granted: round.tally.yes,
-        refused: round.tally.no,
-        failed: round.tally.failed,
-        quorum: quorum::quorum(n),
-        nodes: n,
-        errors: round.errors(),
     }
 }
 

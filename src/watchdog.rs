@@ -1,0 +1,153 @@
+//! The auto-extension task: keeps a held lock alive, and publishes its loss before the
+//! validity deadline when it cannot.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use crate::error::{LossReason, NodeError};
+use crate::guard::{Extension, Shared};
+
+/// How a watchdog runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    /// Time between successful extensions (default `ttl / 3`).
+    pub(crate) interval: Duration,
+    /// Pause before retrying a failed extension.
+    pub(crate) retry: Duration,
+    /// Stop extending and report the loss this long after acquisition.
+    pub(crate) max_hold: Option<Duration>,
+}
+
+/// How long before the deadline the watchdog gives up and publishes the loss: 2 % of the
+/// TTL, at least 1 ms. Timers fire a little late and the publication takes a moment; the
+/// margin keeps the loss ahead of the deadline it promised.
+pub(crate) fn loss_margin(ttl: Duration) -> Duration {
+    (ttl / 50).max(Duration::from_millis(1))
+}
+
+/// The task's handle: dropping it aborts the task, so a watchdog never outlives its guard.
+#[derive(Debug)]
+pub(crate) struct Watchdog(JoinHandle<()>);
+
+impl Watchdog {
+    /// Starts extending `shared`; `live` counts running watchdogs (per client).
+    pub(crate) fn start(shared: &Arc<Shared>, plan: Plan, live: &Arc<AtomicUsize>) -> Self {
+        let count = Live::new(live);
+        Self(tokio::spawn(run(Arc::downgrade(shared), plan, count)))
+    }
+
+    /// Aborts the task and waits until it is gone.
+    pub(crate) async fn stop(mut self) {
+        self.0.abort();
+        // Cancelled is the expected outcome; a panic inside it would already be reported.
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One running watchdog, counted until its task's future is dropped (ended or aborted).
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Extends every `plan.interval`; retries a failed extension every `plan.retry` while the
+/// validity lasts; publishes the loss and stops when it cannot prove the lock held.
+///
+/// It holds the guard's state only weakly, and only while working, so a dropped guard is
+/// never kept alive by it; the guard aborts it on release and drop anyway.
+async fn run(shared: Weak<Shared>, plan: Plan, _live: Live) {
+    let Some(s) = shared.upgrade() else { return };
+    let margin = loss_margin(s.ttl);
+    let acquired_at = s.acquired_at;
+    let cap = plan.max_hold.map(|m| acquired_at + m);
+    let mut next = acquired_at + plan.interval;
+    // Causes of the extensions that failed since the last success.
+    let mut failures: Vec<NodeError> = Vec::new();
+    drop(s);
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if s.is_over() {
+            return;
+        }
+        let give_up = give_up_at(&s, margin);
+        let wake = [Some(next), Some(give_up), cap].into_iter().flatten().min();
+        drop(s);
+        if let Some(wake) = wake {
+            tokio::time::sleep_until(wake.into()).await;
+        }
+
+        let Some(s) = shared.upgrade() else { return };
+        if s.is_over() {
+            return;
+        }
+        let now = Instant::now();
+        // An extend() by the user may have moved the deadline while we slept.
+        let give_up = give_up_at(&s, margin);
+        if cap.is_some_and(|c| now >= c) {
+            s.publish_lost(LossReason::MaxHoldReached {
+                held: now - acquired_at,
+            });
+            return;
+        }
+        if now >= give_up {
+            s.publish_lost(unreachable(failures));
+            return;
+        }
+        if now < next {
+            continue;
+        }
+        match s.extend_until(give_up).await {
+            Extension::Extended(_) => {
+                failures.clear();
+                next = now + plan.interval;
+            }
+            // Published by extend_until, or by whoever ended the lock.
+            Extension::NotOwner(_) | Extension::Over(_) => return,
+            // Retry while validity remains: the next wake is at the retry or the give-up
+            // point, whichever comes first.
+            Extension::Unreachable(e) => {
+                failures = e.node_errors().to_vec();
+                next = Instant::now() + plan.retry;
+            }
+            Extension::TimedOut(mut errors) => {
+                if errors.is_empty() {
+                    errors = failures;
+                }
+                s.publish_lost(unreachable(errors));
+                return;
+            }
+        }
+    }
+}
+
+fn give_up_at(s: &Shared, margin: Duration) -> Instant {
+    let deadline = s.deadline();
+    deadline.checked_sub(margin).unwrap_or(deadline)
+}
+
+fn unreachable(errors: Vec<NodeError>) -> LossReason {
+    if errors.is_empty() {
+        LossReason::ValidityElapsed
+    } else {
+        LossReason::QuorumUnreachable { errors }
+    }
+}
