@@ -12,11 +12,7 @@ use support::{cmd, raw};
 fn alive(pid: u32) -> bool {
     // A reaped process has no /proc entry; a zombie would still show, so check its state.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.split_whitespace()
-                .nth(2)
-                .is_some_and(|state| state == "Z")
-        })
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|state| state != "Z"))
         .unwrap_or(false)
 }
 
