@@ -31,6 +31,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 
 /// Longest accepted TTL: use the watchdog (auto-extension) for longer holds.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest accepted `max_hold`.
+pub const MAX_HOLD: Duration = Duration::from_secs(365 * 24 * 3600);
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 const MAX_PREFIX_LEN: usize = 128;
@@ -62,6 +64,14 @@ impl Settings {
             return Err(ConfigError::TooLarge {
                 setting: "ttl",
                 value: ttl,
+                max: MAX_TTL,
+            });
+        }
+        // Bounded here so that the sums below cannot overflow.
+        if self.min_validity > MAX_TTL {
+            return Err(ConfigError::TooLarge {
+                setting: "min_validity",
+                value: self.min_validity,
                 max: MAX_TTL,
             });
         }
@@ -102,10 +112,19 @@ impl Settings {
                 max: budget,
             });
         }
-        if max_hold.is_some_and(|m| m.is_zero()) {
-            return Err(ConfigError::Zero {
-                setting: "max_hold",
-            });
+        if let Some(max) = max_hold {
+            if max.is_zero() {
+                return Err(ConfigError::Zero {
+                    setting: "max_hold",
+                });
+            }
+            if max > MAX_HOLD {
+                return Err(ConfigError::TooLarge {
+                    setting: "max_hold",
+                    value: max,
+                    max: MAX_HOLD,
+                });
+            }
         }
         Ok(watchdog::Plan {
             interval,
@@ -542,8 +561,9 @@ pub(crate) fn redact(url: &str) -> String {
         return url.to_owned();
     };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
+    // The last '@' anywhere, not just before the first '/': a password may itself hold
+    // '/', '?' or '#' (an invalid URL, which is exactly when it gets printed).
+    let Some(at) = rest.rfind('@') else {
         return url.to_owned();
     };
     let userinfo = &rest[..at];
@@ -569,6 +589,11 @@ mod tests {
         assert_eq!(redact("redis://h:1"), "redis://h:1");
         assert_eq!(redact("not a url"), "not a url");
         assert_eq!(redact("redis://u:p@ss@h:1"), "redis://u:<redacted>@h:1");
+        assert_eq!(
+            redact("redis://app:pa/ss@h:6379"),
+            "redis://app:<redacted>@h:6379"
+        );
+        assert_eq!(redact("redis://:p?w#x@h:1/0"), "redis://:<redacted>@h:1/0");
     }
 
     #[test]

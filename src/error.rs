@@ -235,6 +235,11 @@ pub enum NodeErrorKind {
     WrongType,
     /// The node is loading its dataset (`LOADING`).
     Loading,
+    /// The node is busy or cannot take writes for now (`BUSY`, `TRYAGAIN`, `OOM`,
+    /// `MASTERDOWN`, `CLUSTERDOWN`).
+    Busy,
+    /// The TLS handshake failed (untrusted certificate, TLS to a plain port).
+    Tls,
     /// The node answered something redfence does not understand.
     BadReply,
     /// The client could not set up a connection with its own settings (TLS set-up).
@@ -244,13 +249,13 @@ pub enum NodeErrorKind {
 }
 
 impl NodeErrorKind {
-    /// True for failures that may pass by themselves (a node down, paused, loading):
-    /// worth retrying. Authentication, permission, wrong-type and bad-reply errors are
-    /// lasting.
+    /// True for failures that may pass by themselves (a node down, paused, loading,
+    /// busy): worth retrying. Authentication, permission, TLS, wrong-type, bad-reply and
+    /// other server errors (such as a corrupt fence counter) are lasting.
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Self::ConnectionRefused | Self::Timeout | Self::Io | Self::Loading | Self::Server
+            Self::ConnectionRefused | Self::Timeout | Self::Io | Self::Loading | Self::Busy
         )
     }
 }
@@ -353,17 +358,36 @@ fn classify(err: &RedisError) -> NodeErrorKind {
     match err.kind() {
         ErrorKind::AuthenticationFailed => return NodeErrorKind::Auth,
         ErrorKind::InvalidClientConfig => return NodeErrorKind::InvalidConfig,
-        ErrorKind::Io => return NodeErrorKind::Io,
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => return NodeErrorKind::BadReply,
         ErrorKind::Server(ServerErrorKind::NoPerm) => return NodeErrorKind::NoPermission,
         ErrorKind::Server(ServerErrorKind::BusyLoading) => return NodeErrorKind::Loading,
+        ErrorKind::Server(
+            ServerErrorKind::TryAgain | ServerErrorKind::MasterDown | ServerErrorKind::ClusterDown,
+        ) => return NodeErrorKind::Busy,
         _ => {}
+    }
+    let text = err.to_string();
+    if err.is_io_error() {
+        // redis-rs keeps the I/O error private; rustls' failures reach us as I/O errors
+        // with these words. Only the retry policy depends on telling them apart.
+        let lower = text.to_ascii_lowercase();
+        return if ["certificate", "fatal alert", "tls"]
+            .iter()
+            .any(|w| lower.contains(w))
+        {
+            NodeErrorKind::Tls
+        } else {
+            NodeErrorKind::Io
+        };
     }
     match err.code() {
         Some("WRONGTYPE") => NodeErrorKind::WrongType,
         Some("NOAUTH" | "WRONGPASS") => NodeErrorKind::Auth,
         Some("NOPERM") => NodeErrorKind::NoPermission,
-        _ if err.is_io_error() => NodeErrorKind::Io,
+        Some("BUSY" | "OOM" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN") => NodeErrorKind::Busy,
+        // Before Redis 7, an error raised inside a script arrives as
+        // "ERR Error running script ... WRONGTYPE ...".
+        _ if text.contains("WRONGTYPE") => NodeErrorKind::WrongType,
         _ => NodeErrorKind::Server,
     }
 }

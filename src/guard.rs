@@ -150,7 +150,7 @@ impl Shared {
         }
         let nodes = self.client.nodes();
         let n = nodes.len();
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = quorum::lease_ms(self.ttl);
         let calls: FuturesUnordered<_> = nodes
             .iter()
             .enumerate()
@@ -339,25 +339,23 @@ impl LockGuard {
     pub async fn lost(&self) -> LossReason {
         let mut rx = self.shared.state.subscribe();
         loop {
-            let deadline = match &*rx.borrow_and_update() {
-                LockState::Lost { reason, .. } => return reason.clone(),
-                LockState::Held { deadline } => *deadline,
+            // Cloned, so no borrow of the channel is held across an await (which would
+            // also make this future, and `Client::run`, not `Send`).
+            let state = rx.borrow_and_update().clone();
+            let deadline = match state {
+                LockState::Lost { reason, .. } => return reason,
+                LockState::Held { deadline } => deadline,
                 LockState::Released => return std::future::pending().await,
             };
-            let expiry = async {
-                if self.watchdog.is_some() {
-                    // The watchdog reports the loss itself, before the deadline.
-                    std::future::pending::<()>().await;
-                }
-                tokio::time::sleep_until(deadline.into()).await;
-            };
+            // The watchdog reports a loss before the deadline; this is the backstop for a
+            // guard without one (or a watchdog that died).
             tokio::select! {
                 changed = rx.changed() => {
                     if changed.is_err() {
                         return std::future::pending().await;
                     }
                 }
-                () = expiry => {
+                () = tokio::time::sleep_until(deadline.into()) => {
                     self.shared.publish_lost(LossReason::ValidityElapsed);
                 }
             }
@@ -402,13 +400,15 @@ impl LockGuard {
     /// [`Error::NoQuorum`] when failed nodes kept the answer out of reach; the keys left
     /// behind expire with their TTL.
     pub async fn release(mut self) -> Result<bool, Error> {
-        self.released = true;
         if let Some(w) = self.watchdog.take() {
             // Stopped before the release is sent, and awaited: when this returns, the
             // watchdog is gone.
             w.stop().await;
         }
-        self.shared.release().await
+        let result = self.shared.release().await;
+        // Only now: if this future is dropped before the release is done, Drop releases.
+        self.released = true;
+        result
     }
 }
 

@@ -19,7 +19,7 @@ mod watchdog;
 pub use config::{
     ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_NODE_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_TTL,
-    DEFAULT_WAIT_TIMEOUT, MAX_TTL,
+    DEFAULT_WAIT_TIMEOUT, MAX_HOLD, MAX_TTL,
 };
 pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};
 pub use fence::FencingToken;

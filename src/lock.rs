@@ -356,7 +356,21 @@ impl Client {
         let nodes = &self.0.nodes;
         let n = nodes.len();
         let owner: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = quorum::lease_ms(ttl);
+        // Set once this owner's keys must go: when the attempt fails or is cancelled, or,
+        // for a won attempt, when its guard is released or dropped. Grants that arrive
+        // after that are released at once.
+        let ended = Arc::new(AtomicBool::new(false));
+        // Until the guard exists, any way out of this function (an error, `Ok(None)`, or
+        // the caller dropping this future mid-round) releases the owner's keys.
+        let mut cleanup = Cleanup {
+            client: self,
+            keys,
+            owner: &owner,
+            ended: &ended,
+            nodes: (0..n).collect(),
+            done: false,
+        };
         let start = Instant::now();
 
         let calls: Pending<Option<u64>> = nodes
@@ -368,36 +382,24 @@ impl Client {
             })
             .collect();
         let (round, pending) = run_round(calls, n, acquire_vote, decided, None).await;
-
-        // Set once this owner's keys must go: on a failed attempt now, on a won one when the
-        // guard is released or dropped. Grants that arrive after that are released at once.
-        let ended = Arc::new(AtomicBool::new(false));
         self.release_stragglers(pending, keys, &owner, &ended);
         // A failed attempt releases every node that did not plainly refuse: grants, errors
         // (a timed-out SET may still run), and calls still in flight, which may have
         // granted by now. Stragglers that grant later are released by the task above.
-        let refused: Vec<usize> = round
-            .answers
-            .iter()
-            .filter(|(_, r)| matches!(r, Ok(None)))
-            .map(|(i, _)| *i)
-            .collect();
-        let to_release: Vec<usize> = (0..n).filter(|i| !refused.contains(i)).collect();
+        cleanup.nodes.retain(|i| {
+            !round
+                .answers
+                .iter()
+                .any(|(j, r)| j == i && matches!(r, Ok(None)))
+        });
 
-        let decision = round.tally.decision();
-        let fail = |e: Option<Error>| {
-            ended.store(true, Ordering::SeqCst);
-            self.release_in_background(&to_release, keys, &owner);
-            e.map_or(Ok(None), Err)
-        };
-        match decision {
+        match round.tally.decision() {
             Decision::Won => {}
-            Decision::Refused => return fail(None),
+            Decision::Refused => return Ok(None),
             Decision::Failed | Decision::Pending => {
-                return fail(Some(no_quorum(resource, Step::Acquire, &round, n)));
+                return Err(no_quorum(resource, Step::Acquire, &round, n));
             }
         }
-
         let grants: Vec<(usize, u64)> = round
             .answers
             .iter()
@@ -407,33 +409,32 @@ impl Client {
             })
             .collect();
         let Some(token_plan) = TokenPlan::new(&grants) else {
-            return fail(Some(no_quorum(resource, Step::Acquire, &round, n)));
+            return Err(no_quorum(resource, Step::Acquire, &round, n));
         };
-        if let Err(e) = self.commit(resource, keys, &owner, &token_plan).await {
-            return fail(Some(e));
-        }
+        self.commit(resource, keys, &owner, &token_plan).await?;
 
         // Validity counts from before the first command was sent, and is recomputed after
         // the commit round, which also ate into the lease.
         let drift = quorum::drift(ttl, s.drift_factor);
         if quorum::validity(ttl, start.elapsed(), drift, s.min_validity).is_none() {
-            return fail(Some(Error::NoValidity {
+            return Err(Error::NoValidity {
                 resource: resource.to_owned(),
                 elapsed: start.elapsed(),
                 ttl,
                 drift,
-            }));
+            });
         }
+        cleanup.done = true;
         let shared = Arc::new(Shared::new(GuardParts {
             client: self.clone(),
             resource: resource.to_owned(),
             keys: Arc::clone(keys),
-            owner,
+            owner: owner.clone(),
             token: FencingToken::new(token_plan.token),
             ttl,
             acquired_at: start,
             deadline: start + (ttl - drift),
-            ended,
+            ended: Arc::clone(&ended),
         }));
         let watchdog = plan
             .watchdog
@@ -558,6 +559,34 @@ impl Client {
                 }
             }
         });
+    }
+}
+
+/// Releases an attempt's keys when the attempt ends without handing out a guard: on
+/// failure, and when the caller drops the attempt's future mid-round (commands already
+/// sent may still grant; the release follows them on the same connections).
+struct Cleanup<'a> {
+    client: &'a Client,
+    keys: &'a Arc<Keys>,
+    owner: &'a Arc<str>,
+    ended: &'a AtomicBool,
+    /// Nodes that may hold the key.
+    nodes: Vec<usize>,
+    /// A guard took over.
+    done: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.ended.store(true, Ordering::SeqCst);
+        // Without a runtime (it is shutting down) the keys expire with their TTL.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.client
+                .release_in_background(&self.nodes, self.keys, self.owner);
+        }
     }
 }
 

@@ -99,6 +99,13 @@ impl Node {
             let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
             match &*conn {
                 Conn::Ready(c, generation) => return Ok((c.clone(), *generation)),
+                // A connect task that ended without storing its result (cancelled with
+                // its runtime, or panicked) must not pin the node as failed forever.
+                Conn::Connecting(f) if matches!(f.peek(), Some(Err(_))) => {
+                    let f = self.spawn_connect();
+                    *conn = Conn::Connecting(f.clone());
+                    f
+                }
                 Conn::Connecting(f) => f.clone(),
                 Conn::Idle => {
                     let f = self.spawn_connect();
@@ -210,9 +217,20 @@ impl Node {
             .eval(step, &ACQUIRE, &[&keys.lock, &keys.fence], &[owner, &ttl])
             .await?;
         match v {
-            Value::Int(n) if n >= 1 => Ok(Some(n.unsigned_abs())),
             Value::Nil | Value::Boolean(false) => Ok(None),
+            ref bulk @ Value::BulkString(_) => match self.counter(bulk) {
+                Some(n) if n >= 1 => Ok(Some(n)),
+                _ => Err(self.bad_reply(step, &v)),
+            },
             other => Err(self.bad_reply(step, &other)),
+        }
+    }
+
+    /// A counter sent back as a decimal string (exact, unlike a Lua number).
+    fn counter(&self, v: &Value) -> Option<u64> {
+        match v {
+            Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+            _ => None,
         }
     }
 
@@ -230,9 +248,8 @@ impl Node {
             .await?;
         match v {
             Value::Nil | Value::Boolean(false) => Ok(None),
-            Value::BulkString(ref bytes) => std::str::from_utf8(bytes)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
+            ref bulk @ Value::BulkString(_) => self
+                .counter(bulk)
                 .map(Some)
                 .ok_or_else(|| self.bad_reply(step, &v)),
             other => Err(self.bad_reply(step, &other)),

@@ -111,6 +111,12 @@ pub(crate) fn validity(
         .filter(|v| *v > min_validity)
 }
 
+/// The lease sent to the nodes (`PX`), in whole milliseconds rounded up, so that it is
+/// never shorter than the TTL the validity is computed from.
+pub(crate) fn lease_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
+}
+
 /// How the fencing token of a won acquisition gets committed on a majority.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TokenPlan {
@@ -352,6 +358,16 @@ mod tests {
                 decided = decided.or(commit_decided(n, at, &t));
             }
             prop_assert_eq!(decided, Some(expected));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_lease_is_never_shorter_than_the_ttl(us in 1u64..100_000_000_000) {
+            let ttl = Duration::from_micros(us);
+            let ms = lease_ms(ttl);
+            prop_assert!(Duration::from_millis(ms) >= ttl);
+            prop_assert!(Duration::from_millis(ms) < ttl + Duration::from_millis(1));
         }
     }
 

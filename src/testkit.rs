@@ -105,13 +105,52 @@ pub enum Persistence {
 }
 
 /// Settings for [`Cluster`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use = "call .start()"]
 pub struct ClusterBuilder {
     nodes: usize,
     persistence: Persistence,
     server: PathBuf,
     args: Vec<String>,
+}
+
+impl std::fmt::Debug for ClusterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            nodes,
+            persistence,
+            server,
+            args,
+        } = self;
+        f.debug_struct("ClusterBuilder")
+            .field("nodes", nodes)
+            .field("persistence", persistence)
+            .field("server", server)
+            .field("args", &redact_args(args))
+            .finish()
+    }
+}
+
+/// Arguments with the value after any `--…pass…` option (`--requirepass`,
+/// `--masterauth`-style secrets) replaced.
+fn redact_args(args: &[String]) -> Vec<&str> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut secret_next = false;
+    for a in args {
+        out.push(if secret_next {
+            "<redacted>"
+        } else {
+            a.as_str()
+        });
+        secret_next = a.starts_with("--") && (a.contains("pass") || a.contains("auth"));
+    }
+    out
+}
+
+/// The password the nodes require, if the arguments set one.
+fn requirepass(args: &[String]) -> Option<&str> {
+    let i = args.iter().position(|a| a == "--requirepass")?;
+    args.get(i + 1).map(String::as_str)
 }
 
 impl ClusterBuilder {
@@ -407,7 +446,7 @@ impl Cluster {
             server: self.server.clone(),
             source,
         })?;
-        match wait_ready(&mut child, port) {
+        match wait_ready(&mut child, port, requirepass(&self.args)) {
             Ok(()) => Ok(child),
             Err(why) => {
                 let _ = reap(&mut child);
@@ -457,14 +496,14 @@ fn free_port() -> u16 {
     }
 }
 
-fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
+fn wait_ready(child: &mut Child, port: u16, password: Option<&str>) -> Result<(), String> {
     let start = Instant::now();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     while start.elapsed() < READY_TIMEOUT {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("exited with {status}"));
         }
-        if ping(addr).unwrap_or(false) {
+        if ping(addr, password).unwrap_or(false) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -472,16 +511,34 @@ fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
     Err(format!("no PONG within {READY_TIMEOUT:?}"))
 }
 
-/// True when the node serves commands: `+PONG`, or `-NOAUTH` when it wants a password
-/// (but not `-LOADING` while it replays its AOF).
-fn ping(addr: SocketAddr) -> std::io::Result<bool> {
+/// True when the node serves commands: `+PONG` (not `-LOADING` while it replays its AOF),
+/// after `AUTH` when it wants a password.
+fn ping(addr: SocketAddr, password: Option<&str>) -> std::io::Result<bool> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
     s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    if let Some(pw) = password {
+        // RESP array form, so the password may hold any byte.
+        let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{pw}\r\n", pw.len());
+        s.write_all(auth.as_bytes())?;
+        if !read_line(&mut s)?.starts_with(b"+OK") {
+            return Ok(false);
+        }
+    }
     s.write_all(b"PING\r\n")?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf)?;
-    let reply = &buf[..n];
-    Ok(reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH"))
+    Ok(read_line(&mut s)?.starts_with(b"+PONG"))
+}
+
+/// Reads one reply line (up to CRLF).
+fn read_line(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        if s.read(&mut byte)? == 0 {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    Ok(line)
 }
 
 fn tail(log: &Path) -> String {

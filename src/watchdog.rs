@@ -78,8 +78,10 @@ async fn run(shared: Weak<Shared>, plan: Plan, _live: Live) {
     let Some(s) = shared.upgrade() else { return };
     let margin = loss_margin(s.ttl);
     let acquired_at = s.acquired_at;
-    let cap = plan.max_hold.map(|m| acquired_at + m);
-    let mut next = acquired_at + plan.interval;
+    let cap = plan.max_hold.and_then(|m| acquired_at.checked_add(m));
+    let mut next = acquired_at
+        .checked_add(plan.interval)
+        .unwrap_or(acquired_at);
     // Causes of the extensions that failed since the last success.
     let mut failures: Vec<NodeError> = Vec::new();
     drop(s);

@@ -108,3 +108,13 @@ fn a_missing_server_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn builder_debug_hides_passwords() {
+    let b = Cluster::builder().args(["--requirepass", "hunter2", "--maxclients", "100"]);
+    let shown = format!("{b:?}");
+    assert!(
+        !shown.contains("hunter2") && shown.contains("100"),
+        "{shown}"
+    );
+}

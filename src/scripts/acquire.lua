@@ -1,14 +1,18 @@
 -- KEYS[1] lock key, KEYS[2] fence counter; ARGV[1] owner id, ARGV[2] TTL in ms.
--- Returns the new counter value when granted, false (nil) when the lock is held.
+-- Returns the new counter value (decimal string) when granted, false (nil) when the lock
+-- is held.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   -- pcall, so that a counter of the wrong type or value undoes the SET: the grant and its
   -- token are one atomic step, or neither happened.
-  local fence = redis.pcall('INCR', KEYS[2])
-  if type(fence) == 'table' and fence.err then
+  local incr = redis.pcall('INCR', KEYS[2])
+  if type(incr) == 'table' and incr.err then
     redis.call('DEL', KEYS[1])
-    return fence
+    return incr
   end
-  if fence < 1 then
+  -- INCR's reply reached Lua as a double, which is inexact above 2^53: read the counter
+  -- back as a string, which is exact, and let the client parse it.
+  local fence = redis.call('GET', KEYS[2])
+  if string.sub(fence, 1, 1) == '-' or fence == '0' then
     redis.call('DEL', KEYS[1])
     return redis.error_reply('ERR redfence: fence counter ' .. KEYS[2] .. ' is not positive')
   end
