@@ -4,7 +4,7 @@
 
 mod config;
 mod error;
-mod fence;
+pub mod fence;
 mod guard;
 mod lock;
 mod node;

@@ -21,6 +21,11 @@ pub(crate) static EXTEND: LazyLock<Script> =
 pub(crate) static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
 
+/// The storage side: store a value only when its fencing token is not older than the
+/// newest one seen.
+pub(crate) static FENCED_WRITE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/fenced_write.lua")));
+
 /// The two keys of one resource: `P:{R}:lock` and `P:{R}:fence`.
 ///
 /// The resource name is escaped (`%` → `%25`, `{` → `%7B`, `}` → `%7D`) so that the hash
