@@ -163,6 +163,10 @@ impl Node {
 
     /// Runs `script` by EVALSHA (loading it on NOSCRIPT and retrying once), bounded by the
     /// per-node timeout, connection included.
+    ///
+    /// A connection found broken (the node restarted since it was opened) is replaced and
+    /// the call sent once more, within the same timeout: every script is idempotent for
+    /// its owner, so a call that did run before the break is safe to repeat.
     async fn eval(
         self: &Arc<Self>,
         step: Step,
@@ -171,23 +175,30 @@ impl Node {
         args: &[&str],
     ) -> Result<Value, NodeError> {
         let call = async {
-            let (mut conn, generation) = self.connection().await?;
-            let mut invocation = script.prepare_invoke();
-            for k in keys {
-                invocation.key(*k);
-            }
-            for a in args {
-                invocation.arg(*a);
-            }
-            invocation
-                .invoke_async::<Value>(&mut conn)
-                .await
-                .map_err(|e| {
-                    if e.is_connection_dropped() || e.is_unrecoverable_error() {
-                        self.invalidate(generation);
+            let mut retried = false;
+            loop {
+                let (mut conn, generation) = self.connection().await?;
+                let mut invocation = script.prepare_invoke();
+                for k in keys {
+                    invocation.key(*k);
+                }
+                for a in args {
+                    invocation.arg(*a);
+                }
+                match invocation.invoke_async::<Value>(&mut conn).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => {
+                        let broken = e.is_connection_dropped() || e.is_unrecoverable_error();
+                        if broken {
+                            self.invalidate(generation);
+                        }
+                        if !broken || retried {
+                            return Err(NodeError::from_redis(&self.name, step, e));
+                        }
+                        retried = true;
                     }
-                    NodeError::from_redis(&self.name, step, e)
-                })
+                }
+            }
         };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,

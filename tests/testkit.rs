@@ -118,3 +118,34 @@ fn builder_debug_hides_passwords() {
         "{shown}"
     );
 }
+
+/// Under `restart_with_clock(_, 3.0)` a node expires keys about three times as fast: a
+/// lease set at the same moment on a normal node is still there when the fast one's is
+/// gone. (Needs libfaketime; without it the kit must say so.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skewed_clock_expires_keys_early() {
+    let cluster = Cluster::start(2).unwrap();
+    if !Cluster::clock_skew_available() {
+        let err = cluster.restart_with_clock(0, 3.0).unwrap_err();
+        assert!(err.to_string().contains("faketime"), "{err}");
+        return;
+    }
+    cluster.restart_with_clock(0, 3.0).unwrap();
+    for i in 0..2 {
+        cmd::<()>(&cluster, i, &["SET", "lease", "x", "PX", "1500"]).await;
+    }
+    let start = std::time::Instant::now();
+    while cmd::<i64>(&cluster, 0, &["EXISTS", "lease"]).await == 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the fast clock did not expire it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        cmd::<i64>(&cluster, 1, &["EXISTS", "lease"]).await,
+        1,
+        "normal clock expired it too"
+    );
+    cluster.restart(0).unwrap();
+}

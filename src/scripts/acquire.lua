@@ -23,4 +23,9 @@ local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'string' then
   return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a redfence lock')
 end
+-- Already ours: this is a retry of a call whose reply was lost with its connection. While
+-- we hold the lock only our own commit can move the counter, so its value is our grant.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('GET', KEYS[2]) or false
+end
 return false

@@ -41,6 +41,8 @@ use rand::RngExt;
 
 use crate::ClientBuilder;
 
+pub mod history;
+
 /// How long a node may take to answer `PING` after start (AOF replay included).
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ports are drawn below Linux's ephemeral range (32768+), so a restart does not find its
@@ -91,6 +93,15 @@ pub enum Error {
     /// The node is not running (killed and not restarted).
     #[error("node {0} is not running")]
     NotRunning(usize),
+    /// Clock skew needs libfaketime, which was not found.
+    #[error(
+        "libfaketime not found (looked for {tried:?}); install it (Debian/Ubuntu: apt-get \
+         install faketime) or set REDFENCE_LIBFAKETIME to libfaketime.so.1"
+    )]
+    FaketimeUnavailable {
+        /// The paths looked at.
+        tried: Vec<PathBuf>,
+    },
 }
 
 /// What a node writes to disk.
@@ -213,7 +224,7 @@ impl ClusterBuilder {
             let mut last = None;
             for _ in 0..5 {
                 let port = free_port();
-                match cluster.spawn(&dir, port, self.persistence) {
+                match cluster.spawn(&dir, port, self.persistence, None) {
                     Ok(child) => {
                         cluster.nodes.push(NodeProc {
                             port,
@@ -221,6 +232,7 @@ impl ClusterBuilder {
                             state: Mutex::new(State {
                                 child: Some(child),
                                 persistence: self.persistence,
+                                clock: None,
                             }),
                         });
                         last = None;
@@ -241,6 +253,8 @@ impl ClusterBuilder {
 struct State {
     child: Option<Child>,
     persistence: Persistence,
+    /// Clock rate under libfaketime (`Some(2.0)`: twice as fast), `None` for the real one.
+    clock: Option<f64>,
 }
 
 struct NodeProc {
@@ -371,16 +385,16 @@ impl Cluster {
         self.signal(i, Signal::SIGCONT)
     }
 
-    /// Restarts node `i` on the same port with its current persistence: with
-    /// [`Persistence::AofAlways`] every acknowledged write survives, otherwise every key
-    /// is gone. A running node is killed first (a crash, not a shutdown).
+    /// Restarts node `i` on the same port with its current persistence, on the real
+    /// clock: with [`Persistence::AofAlways`] every acknowledged write survives, otherwise
+    /// every key is gone. A running node is killed first (a crash, not a shutdown).
     ///
     /// # Errors
     ///
     /// As [`ClusterBuilder::start`].
     pub fn restart(&self, i: usize) -> Result<(), Error> {
         let p = self.node(i)?.lock().persistence;
-        self.restart_with(i, p)
+        self.relaunch(i, p, None)
     }
 
     /// Restarts node `i` on the same port with `persistence` (kept for later restarts).
@@ -390,6 +404,36 @@ impl Cluster {
     ///
     /// As [`ClusterBuilder::start`].
     pub fn restart_with(&self, i: usize, persistence: Persistence) -> Result<(), Error> {
+        self.relaunch(i, persistence, None)
+    }
+
+    /// Restarts node `i` with its clock running `rate` times as fast as the real one
+    /// (libfaketime), keeping its persistence. Redis expires keys on its wall clock, so at
+    /// `2.0` a `PX 2000` lease ends after about one real second: a clock-drift fault
+    /// outside RedLock's assumptions, which fencing tokens exist to catch.
+    /// [`restart`](Self::restart) brings the real clock back.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FaketimeUnavailable`] without libfaketime; otherwise as
+    /// [`ClusterBuilder::start`].
+    pub fn restart_with_clock(&self, i: usize, rate: f64) -> Result<(), Error> {
+        faketime_libs()?;
+        let p = self.node(i)?.lock().persistence;
+        self.relaunch(i, p, Some(rate))
+    }
+
+    /// True when [`restart_with_clock`](Self::restart_with_clock) can work here.
+    pub fn clock_skew_available() -> bool {
+        faketime_libs().is_ok()
+    }
+
+    fn relaunch(
+        &self,
+        i: usize,
+        persistence: Persistence,
+        clock: Option<f64>,
+    ) -> Result<(), Error> {
         let node = self.node(i)?;
         let mut state = node.lock();
         if let Some(mut child) = state.child.take() {
@@ -402,8 +446,9 @@ impl Cluster {
             // Start empty, as a node without persistence does after a crash.
             let _ = fs::remove_dir_all(node.dir.join("appendonlydir"));
         }
-        state.child = Some(self.spawn(&node.dir, node.port, persistence)?);
+        state.child = Some(self.spawn(&node.dir, node.port, persistence, clock)?);
         state.persistence = persistence;
+        state.clock = clock;
         Ok(())
     }
 
@@ -423,7 +468,13 @@ impl Cluster {
         })
     }
 
-    fn spawn(&self, dir: &Path, port: u16, persistence: Persistence) -> Result<Child, Error> {
+    fn spawn(
+        &self,
+        dir: &Path,
+        port: u16,
+        persistence: Persistence,
+        clock: Option<f64>,
+    ) -> Result<Child, Error> {
         let log = dir.join("redis.log");
         let mut cmd = Command::new(&self.server);
         cmd.arg("--port")
@@ -438,6 +489,17 @@ impl Cluster {
             Persistence::None => cmd.args(["--appendonly", "no"]),
             Persistence::AofAlways => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
         };
+        if let Some(rate) = clock {
+            let (faketime, libc) = faketime_libs()?;
+            // libfaketime 0.9.10 deadlocks with jemalloc at start-up; preloading libc right
+            // after it sends allocations to glibc instead.
+            let mut preload = std::ffi::OsString::from(faketime);
+            preload.push(":");
+            preload.push(libc);
+            cmd.env("LD_PRELOAD", preload)
+                .env("FAKETIME", format!("+0 x{rate}"))
+                .env("FAKETIME_DONT_RESET", "1");
+        }
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -484,6 +546,39 @@ fn reap(child: &mut Child) -> std::io::Result<()> {
         child.wait()?;
     }
     Ok(())
+}
+
+/// libfaketime and the libc to preload after it.
+fn faketime_libs() -> Result<(PathBuf, PathBuf), Error> {
+    let pick = |var: &str, candidates: &[&str]| -> Result<PathBuf, Vec<PathBuf>> {
+        let tried: Vec<PathBuf> = std::env::var_os(var)
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(candidates.iter().map(PathBuf::from))
+            .collect();
+        tried.iter().find(|p| p.exists()).cloned().ok_or(tried)
+    };
+    let faketime = pick(
+        "REDFENCE_LIBFAKETIME",
+        &[
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+            "/usr/lib/faketime/libfaketime.so.1",
+            "/usr/lib64/faketime/libfaketime.so.1",
+        ],
+    )
+    .map_err(|tried| Error::FaketimeUnavailable { tried })?;
+    let libc = pick(
+        "REDFENCE_LIBC",
+        &[
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/lib/aarch64-linux-gnu/libc.so.6",
+            "/usr/lib64/libc.so.6",
+            "/lib64/libc.so.6",
+        ],
+    )
+    .map_err(|tried| Error::FaketimeUnavailable { tried })?;
+    Ok((faketime, libc))
 }
 
 fn free_port() -> u16 {
