@@ -202,6 +202,8 @@ pub enum Step {
     Extend,
     /// Deleting the lock.
     Release,
+    /// Reading a lock's state ([`Client::inspect`](crate::Client::inspect)).
+    Inspect,
 }
 
 impl fmt::Display for Step {
@@ -212,6 +214,7 @@ impl fmt::Display for Step {
             Self::Commit => "token commit",
             Self::Extend => "extend",
             Self::Release => "release",
+            Self::Inspect => "inspect",
         })
     }
 }

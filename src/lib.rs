@@ -11,6 +11,7 @@ mod node;
 mod quorum;
 mod round;
 mod scripts;
+mod status;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
@@ -25,3 +26,4 @@ pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};
 pub use fence::FencingToken;
 pub use guard::{LockGuard, LockState};
 pub use lock::{AcquireOptions, Client, MAX_RESOURCE_LEN};
+pub use status::{LockStatus, NodeLock, NodeView};

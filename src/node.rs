@@ -18,7 +18,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, Script, Value};
 
 use crate::error::{NodeError, NodeErrorKind, Step};
-use crate::scripts::{ACQUIRE, COMMIT, EXTEND, Keys, RELEASE};
+use crate::scripts::{ACQUIRE, COMMIT, EXTEND, INSPECT, Keys, RELEASE};
 
 type Connecting = Shared<BoxFuture<'static, Result<(MultiplexedConnection, u64), NodeError>>>;
 
@@ -291,6 +291,36 @@ impl Node {
             .eval(Step::Release, &RELEASE, &[&keys.lock], &[owner])
             .await?;
         self.flag(Step::Release, v)
+    }
+
+    /// Owner, remaining lease and counter of a resource, without changing anything.
+    pub(crate) async fn inspect(
+        self: &Arc<Self>,
+        keys: &Keys,
+    ) -> Result<(Option<String>, Option<u64>, Option<u64>), NodeError> {
+        let step = Step::Inspect;
+        let v = self
+            .eval(step, &INSPECT, &[&keys.lock, &keys.fence], &[])
+            .await?;
+        let Value::Array(items) = &v else {
+            return Err(self.bad_reply(step, &v));
+        };
+        let owner = match items.first() {
+            Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        };
+        // PTTL: -2 no key, -1 no expiry; both mean "no lease left to report".
+        let pttl = match items.get(1) {
+            Some(Value::Int(ms)) => u64::try_from(*ms).ok(),
+            _ => return Err(self.bad_reply(step, &v)),
+        };
+        let counter = match items.get(2) {
+            Some(bulk @ Value::BulkString(_)) => {
+                Some(self.counter(bulk).ok_or_else(|| self.bad_reply(step, &v))?)
+            }
+            _ => None,
+        };
+        Ok((owner, pttl, counter))
     }
 
     fn flag(&self, step: Step, v: Value) -> Result<bool, NodeError> {

@@ -21,6 +21,9 @@ pub(crate) static EXTEND: LazyLock<Script> =
 pub(crate) static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
 
+/// Read-only: owner, remaining TTL and counter of one resource.
+pub(crate) static INSPECT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/inspect.lua")));
 /// The storage side: store a value only when its fencing token is not older than the
 /// newest one seen.
 pub(crate) static FENCED_WRITE: LazyLock<Script> =
