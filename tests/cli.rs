@@ -1,0 +1,265 @@
+//! The `redfence` binary against real nodes: exit statuses, the child's environment,
+//! release on exit, SIGTERM on loss, and one-line errors for bad input.
+#![cfg(feature = "cli")]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use redfence::testkit::Cluster;
+use support::cluster;
+
+fn redfence(nodes: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_redfence"))
+        .env("REDFENCE_NODES", nodes)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn nodes(c: &Cluster) -> String {
+    c.urls().join(",")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("redfence-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_passes_the_lock_to_the_command_and_its_status_back() {
+    let c = cluster(5);
+    let out = scratch("env");
+    let script = format!(
+        "echo \"$REDFENCE_LOCK $REDFENCE_TOKEN $REDFENCE_VALIDITY_MS\" > {}; exit 7",
+        out.display()
+    );
+    let o = redfence(
+        &nodes(&c),
+        &["run", "--ttl", "2s", "backup", "--", "sh", "-c", &script],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let seen = std::fs::read_to_string(&out).unwrap();
+    let words: Vec<&str> = seen.split_whitespace().collect();
+    assert_eq!(words[0], "backup");
+    assert!(words[1].parse::<u64>().unwrap() >= 1, "{seen}");
+    let validity: u64 = words[2].parse().unwrap();
+    assert!(validity > 0 && validity <= 2000, "{seen}");
+    // Released when the command exited: free at once, not after the TTL.
+    let client = c.client_builder().build().unwrap();
+    let g = client
+        .try_acquire("backup")
+        .await
+        .unwrap()
+        .expect("released on exit");
+    assert!(g.token().get() > words[1].parse().unwrap());
+    g.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_and_a_dead_majority_have_their_own_statuses() {
+    let c = cluster(5);
+    let client = c.client_builder().build().unwrap();
+    let g = client.acquire("busy").await.unwrap();
+    let o = redfence(
+        &nodes(&c),
+        &["run", "--wait", "300ms", "busy", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("held by another owner"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    g.release().await.unwrap();
+
+    for i in [0, 2, 4] {
+        c.kill(i).unwrap();
+    }
+    let o = redfence(
+        &nodes(&c),
+        &["run", "--wait", "300ms", "busy", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    for i in [0, 2, 4] {
+        let name = format!("127.0.0.1:{}", c.port(i));
+        assert!(
+            stderr(&o).contains(&name),
+            "{name} not named: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn bad_input_gets_one_line_and_status_2() {
+    let good = "redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003";
+    for (nodes, args, expect) in [
+        (
+            "redis://:hunter2@127.0.0.1:notaport",
+            vec!["run", "x", "--", "true"],
+            "notaport",
+        ),
+        (
+            "redis://127.0.0.1:7001,redis://127.0.0.1:7001",
+            vec!["run", "x", "--", "true"],
+            "given twice",
+        ),
+        (good, vec!["run", "--ttl", "0s", "x", "--", "true"], "ttl"),
+        (good, vec!["run", "x", "true"], "--"),
+        (
+            good,
+            vec!["run", "--ttl", "soon", "x", "--", "true"],
+            "soon",
+        ),
+        (good, vec!["status", ""], "empty"),
+    ] {
+        let o = redfence(nodes, &args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains(expect),
+            "{args:?}: {err} does not name {expect:?}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    let help = redfence(good, &["run", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Examples:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_command_is_127_and_releases() {
+    let c = cluster(3);
+    let o = redfence(&nodes(&c), &["run", "cmd", "--", "/nonexistent/command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    let client = c.client_builder().build().unwrap();
+    assert!(
+        client.try_acquire("cmd").await.unwrap().is_some(),
+        "left locked"
+    );
+}
+
+/// Freeze a majority under a running command: it gets SIGTERM (and handles it) before the
+/// lease could pass to anyone else, and redfence exits 77.
+#[test]
+fn losing_the_lock_stops_the_command() {
+    let c = cluster(5);
+    let marker = scratch("term");
+    let script = format!(
+        "trap 'echo terminated > {}; exit 0' TERM; while true; do sleep 0.05; done",
+        marker.display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redfence"))
+        .env("REDFENCE_NODES", nodes(&c))
+        .args([
+            "run", "--ttl", "1s", "--grace", "5s", "job", "--", "sh", "-c", &script,
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it holds the lock (its key is on the nodes), then freeze a majority.
+    let start = Instant::now();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = c.client_builder().build().unwrap();
+    while !rt.block_on(client.inspect("job")).unwrap().is_held() {
+        assert!(start.elapsed() < Duration::from_secs(10), "never acquired");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in [1, 2, 3] {
+        c.pause(i).unwrap();
+    }
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "redfence did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for i in [1, 2, 3] {
+        c.resume(i).unwrap();
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(77), "{err}");
+    assert!(err.contains("lost"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().trim(),
+        "terminated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_every_node() {
+    let c = cluster(3);
+    let client = c.client_builder().build().unwrap();
+    let g = client.acquire("shown").await.unwrap();
+    c.kill(2).unwrap();
+    let o = redfence(&nodes(&c), &["status", "shown"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        out.contains(&format!("held by {}", "")) || out.contains("held by"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("newest token {}", g.token())),
+        "{out}"
+    );
+    assert_eq!(out.matches(" up ").count(), 2, "{out}");
+    assert!(out.contains("unreachable"), "{out}");
+    g.release().await.unwrap();
+    let o = redfence(&nodes(&c), &["status", "shown"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("not held"));
+}
+
+/// SIGTERM sent to redfence reaches the command, which decides how to stop; the lock is
+/// released when it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_are_passed_to_the_command() {
+    let c = cluster(3);
+    let marker = scratch("fwd");
+    let script = format!(
+        "trap 'echo forwarded > {}; exit 3' TERM; while true; do sleep 0.05; done",
+        marker.display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redfence"))
+        .env("REDFENCE_NODES", nodes(&c))
+        .args(["run", "fwd", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = c.client_builder().build().unwrap();
+    let start = Instant::now();
+    while !client.inspect("fwd").await.unwrap().is_held() {
+        assert!(start.elapsed() < Duration::from_secs(10), "never acquired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the shell set its trap
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().trim(),
+        "forwarded"
+    );
+    assert!(
+        client.try_acquire("fwd").await.unwrap().is_some(),
+        "not released"
+    );
+}
