@@ -7,6 +7,7 @@ use crate::error::{ConfigError, Error};
 use crate::lock::{Client, Inner};
 use crate::node::{Node, address};
 use crate::quorum;
+use crate::wakeup::Wakeups;
 use crate::watchdog;
 use std::sync::atomic::AtomicUsize;
 
@@ -411,10 +412,16 @@ impl ClientBuilder {
             nodes.push((Arc::new(node), url));
         }
         let nodes = nodes.into_iter().map(|(n, _)| n).collect();
+        let nodes: Vec<Arc<Node>> = nodes;
+        let wakeups = Wakeups::new(
+            nodes.iter().map(|n| n.client().clone()).collect(),
+            self.connect_timeout,
+        );
         Ok(Client::from_inner(Inner {
             nodes,
             settings,
             watchdogs: Arc::new(AtomicUsize::new(0)),
+            wakeups,
         }))
     }
 

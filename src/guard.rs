@@ -218,7 +218,7 @@ impl Shared {
             .map(|(i, node)| {
                 let (node, keys, owner) =
                     (Arc::clone(node), Arc::clone(&self.keys), self.owner.clone());
-                async move { (i, node.release(&keys, &owner).await) }.boxed()
+                async move { (i, node.release(&keys, &owner, true).await) }.boxed()
             })
             .collect();
         let (round, pending) = run_round(calls, n, flag_vote, decided, None).await;
@@ -426,7 +426,8 @@ impl Drop for LockGuard {
         if tokio::runtime::Handle::try_current().is_ok() {
             let s = &self.shared;
             let all: Vec<usize> = (0..s.client.nodes().len()).collect();
-            s.client.release_in_background(&all, &s.keys, &s.owner);
+            s.client
+                .release_in_background(&all, &s.keys, &s.owner, true);
         }
     }
 }

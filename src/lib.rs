@@ -15,6 +15,7 @@ mod status;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
+mod wakeup;
 mod watchdog;
 
 pub use config::{

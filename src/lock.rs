@@ -17,6 +17,7 @@ use crate::node::Node;
 use crate::quorum::{self, Decision, TokenPlan, Vote};
 use crate::round::{Pending, decided, finish_in_background, no_quorum, run_round};
 use crate::scripts::Keys;
+use crate::wakeup::Wakeups;
 use crate::watchdog::{self, Watchdog};
 
 /// Longest accepted resource name, in bytes.
@@ -41,6 +42,8 @@ pub(crate) struct Inner {
     pub(crate) settings: Settings,
     /// Watchdogs running for this client's guards.
     pub(crate) watchdogs: Arc<AtomicUsize>,
+    /// Pub/sub connections that wake waiters when a lock is released.
+    pub(crate) wakeups: Arc<Wakeups>,
 }
 
 impl std::fmt::Debug for Client {
@@ -49,12 +52,14 @@ impl std::fmt::Debug for Client {
             nodes,
             settings,
             watchdogs,
+            wakeups,
         } = &*self.0;
         let names: Vec<&str> = nodes.iter().map(|n| n.name()).collect();
         f.debug_struct("Client")
             .field("nodes", &names)
             .field("settings", settings)
             .field("watchdogs", &watchdogs.load(Ordering::Relaxed))
+            .field("wakeups", wakeups)
             .finish()
     }
 }
@@ -228,20 +233,36 @@ impl Client {
         let wait = options.wait.unwrap_or(s.wait_timeout);
         let keys = Arc::new(Keys::new(&s.prefix, resource));
         let start = Instant::now();
+        // Woken by any node announcing a release of this resource; the jittered retry
+        // delay runs alongside for expiries, lost messages and nodes without pub/sub.
+        let mut releases = self.0.wakeups.watch(&keys.released);
         let mut attempts = 0;
         let last_error = loop {
             attempts += 1;
+            releases.mark();
+            let attempt_start = Instant::now();
             let last = match self.attempt(resource, &keys, &plan).await {
                 Ok(Some(guard)) => return Ok(guard),
                 Ok(None) => None,
                 Err(e) if retryable(&e) => Some(e),
                 Err(e) => return Err(e),
             };
-            let delay = jittered(s.retry_delay, s.retry_jitter);
-            if start.elapsed() + delay >= wait {
+            let Some(left) = wait.checked_sub(start.elapsed()).filter(|l| !l.is_zero()) else {
                 break last;
+            };
+            let pause = jittered(s.retry_delay, s.retry_jitter).min(left);
+            let woken = tokio::select! {
+                () = tokio::time::sleep(pause) => false,
+                () = releases.released() => true,
+            };
+            if woken {
+                // Every waiter hears the same release at once. Spread them over one
+                // attempt's duration (about a round trip), so that the first one usually
+                // takes every node before the next arrives, rather than all of them
+                // splitting the nodes and failing together.
+                let spread = attempt_start.elapsed().min(left);
+                tokio::time::sleep(jittered(spread / 2, spread / 2)).await;
             }
-            tokio::time::sleep(delay).await;
         };
         Err(Error::WaitTimeout {
             resource: resource.to_owned(),
@@ -508,12 +529,14 @@ impl Client {
         })
     }
 
-    /// Releases `owner` on the given nodes without waiting for the answers.
+    /// Releases `owner` on the given nodes without waiting for the answers; `announce`
+    /// wakes waiters (for a lock that was held).
     pub(crate) fn release_in_background(
         &self,
         nodes: &[usize],
         keys: &Arc<Keys>,
         owner: &Arc<str>,
+        announce: bool,
     ) {
         let calls: FuturesUnordered<_> = nodes
             .iter()
@@ -523,7 +546,7 @@ impl Client {
                     Arc::clone(keys),
                     owner.clone(),
                 );
-                async move { node.release(&keys, &owner).await }
+                async move { node.release(&keys, &owner, announce).await }
             })
             .collect();
         if !calls.is_empty() {
@@ -555,7 +578,7 @@ impl Client {
             while let Some((i, r)) = pending.next().await {
                 if !matches!(r, Ok(None)) && ended.load(Ordering::SeqCst) {
                     // Errors too: a timed-out SET may still run when a paused node resumes.
-                    let _ = client.0.nodes[i].release(&keys, &owner).await;
+                    let _ = client.0.nodes[i].release(&keys, &owner, false).await;
                 }
             }
         });
@@ -585,7 +608,7 @@ impl Drop for Cleanup<'_> {
         // Without a runtime (it is shutting down) the keys expire with their TTL.
         if tokio::runtime::Handle::try_current().is_ok() {
             self.client
-                .release_in_background(&self.nodes, self.keys, self.owner);
+                .release_in_background(&self.nodes, self.keys, self.owner, false);
         }
     }
 }

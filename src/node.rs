@@ -88,6 +88,11 @@ impl Node {
         }
     }
 
+    /// The parsed URL's client (for the pub/sub connection).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// `host:port`, never with credentials.
     pub(crate) fn name(&self) -> &str {
         &self.name
@@ -281,14 +286,17 @@ impl Node {
         self.flag(Step::Extend, v)
     }
 
-    /// True when the lock was ours and is now deleted.
+    /// True when the lock was ours and is now deleted. `announce` publishes the release
+    /// for waiters (a held lock); clean-ups of failed attempts pass false.
     pub(crate) async fn release(
         self: &Arc<Self>,
         keys: &Keys,
         owner: &str,
+        announce: bool,
     ) -> Result<bool, NodeError> {
+        let channel = if announce { keys.released.as_str() } else { "" };
         let v = self
-            .eval(Step::Release, &RELEASE, &[&keys.lock], &[owner])
+            .eval(Step::Release, &RELEASE, &[&keys.lock], &[owner, channel])
             .await?;
         self.flag(Step::Release, v)
     }

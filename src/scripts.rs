@@ -29,7 +29,8 @@ pub(crate) static INSPECT: LazyLock<Script> =
 pub(crate) static FENCED_WRITE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/fenced_write.lua")));
 
-/// The two keys of one resource: `P:{R}:lock` and `P:{R}:fence`.
+/// The two keys of one resource, `P:{R}:lock` and `P:{R}:fence`, and its release channel
+/// `P:{R}:released`.
 ///
 /// The resource name is escaped (`%` → `%25`, `{` → `%7B`, `}` → `%7D`) so that the hash
 /// tag stays intact whatever the name contains, and distinct names never share keys.
@@ -37,6 +38,8 @@ pub(crate) static FENCED_WRITE: LazyLock<Script> =
 pub(crate) struct Keys {
     pub(crate) lock: String,
     pub(crate) fence: String,
+    /// The pub/sub channel on which releases are announced.
+    pub(crate) released: String,
 }
 
 impl Keys {
@@ -53,6 +56,7 @@ impl Keys {
         Self {
             lock: format!("{prefix}:{{{tag}}}:lock"),
             fence: format!("{prefix}:{{{tag}}}:fence"),
+            released: format!("{prefix}:{{{tag}}}:released"),
         }
     }
 }

@@ -1,0 +1,208 @@
+//! Release-driven wake-up of waiters.
+//!
+//! The release script publishes on the resource's channel (`P:{R}:released`) on every
+//! node it deletes from. A client keeps one pub/sub connection per node, shared by all its
+//! waiters, and wakes the waiters of a resource as soon as any node reports a release, so a
+//! hand-off costs a round trip instead of a retry delay. Everything here is best effort:
+//! a lost message, a node without pub/sub, or a lock that simply expires leaves the
+//! waiter on its jittered retry delay, which always runs alongside.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::aio::PubSubSink;
+use tokio::sync::watch;
+
+/// One node's pub/sub side.
+struct NodeSub {
+    client: redis::Client,
+    /// The subscription connection, once open; `None` after it dropped.
+    sink: tokio::sync::Mutex<Option<PubSubSink>>,
+}
+
+/// Waiters of one resource on this client.
+struct Channel {
+    waiters: usize,
+    /// Bumped on every release message, from any node.
+    releases: watch::Sender<u64>,
+}
+
+/// A client's pub/sub connections and the resources its waiters wait for.
+pub(crate) struct Wakeups {
+    nodes: Vec<NodeSub>,
+    channels: Mutex<HashMap<String, Channel>>,
+    timeout: Duration,
+    /// Dropped with the client: the reader tasks see their receiver close and end.
+    alive: watch::Sender<()>,
+}
+
+impl std::fmt::Debug for Wakeups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wakeups")
+            .field("nodes", &self.nodes.len())
+            .field("channels", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wakeups {
+    pub(crate) fn new(clients: Vec<redis::Client>, timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            nodes: clients
+                .into_iter()
+                .map(|client| NodeSub {
+                    client,
+                    sink: tokio::sync::Mutex::new(None),
+                })
+                .collect(),
+            channels: Mutex::new(HashMap::new()),
+            timeout,
+            alive: watch::Sender::new(()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts waiting for releases of `channel`; subscribes on every node in the
+    /// background the first time.
+    pub(crate) fn watch(self: &Arc<Self>, channel: &str) -> Waiter {
+        let (rx, first) = {
+            let mut map = self.lock();
+            let first = !map.contains_key(channel);
+            let ch = map.entry(channel.to_owned()).or_insert_with(|| Channel {
+                waiters: 0,
+                releases: watch::Sender::new(0),
+            });
+            ch.waiters += 1;
+            (ch.releases.subscribe(), first)
+        };
+        if first {
+            let (me, channel) = (Arc::clone(self), channel.to_owned());
+            tokio::spawn(async move {
+                let subscribe = (0..me.nodes.len()).map(|i| me.subscribe(i, &channel));
+                futures::future::join_all(subscribe).await;
+            });
+        }
+        Waiter {
+            wakeups: Arc::clone(self),
+            channel: channel.to_owned(),
+            rx,
+        }
+    }
+
+    /// Subscribes `channel` on node `i`, opening its connection first if needed.
+    async fn subscribe(self: &Arc<Self>, i: usize, channel: &str) {
+        if let Some(mut sink) = self.sink(i).await {
+            // A node without pub/sub (or too slow) leaves its waiters on the retry delay.
+            let _ = tokio::time::timeout(self.timeout, sink.subscribe(channel)).await;
+        }
+    }
+
+    /// Node `i`'s subscription connection. A new one subscribes every channel that has
+    /// waiters (after a reconnect, those subscriptions were lost with the old one).
+    async fn sink(self: &Arc<Self>, i: usize) -> Option<PubSubSink> {
+        let node = &self.nodes[i];
+        let mut slot = node.sink.lock().await;
+        if let Some(sink) = &*slot {
+            return Some(sink.clone());
+        }
+        let pubsub = tokio::time::timeout(self.timeout, node.client.get_async_pubsub())
+            .await
+            .ok()?
+            .ok()?;
+        let (mut sink, mut stream) = pubsub.split();
+        let (weak, mut alive) = (Arc::downgrade(self), self.alive.subscribe());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    msg = stream.next() => match (msg, weak.upgrade()) {
+                        (Some(msg), Some(w)) => w.notify(msg.get_channel_name()),
+                        _ => break,
+                    },
+                    // The client is gone.
+                    _ = alive.changed() => return,
+                }
+            }
+            forget(&weak, i).await;
+        });
+        let active: Vec<String> = self.lock().keys().cloned().collect();
+        for channel in active {
+            let _ = tokio::time::timeout(self.timeout, sink.subscribe(&channel)).await;
+        }
+        *slot = Some(sink.clone());
+        Some(sink)
+    }
+
+    fn notify(&self, channel: &str) {
+        if let Some(ch) = self.lock().get(channel) {
+            ch.releases.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    fn leave(self: &Arc<Self>, channel: &str) {
+        let last = {
+            let mut map = self.lock();
+            match map.get_mut(channel) {
+                Some(ch) if ch.waiters > 1 => {
+                    ch.waiters -= 1;
+                    false
+                }
+                Some(_) => {
+                    map.remove(channel);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last && tokio::runtime::Handle::try_current().is_ok() {
+            let (me, channel) = (Arc::clone(self), channel.to_owned());
+            tokio::spawn(async move {
+                for node in &me.nodes {
+                    let sink = node.sink.lock().await.clone();
+                    if let Some(mut sink) = sink {
+                        let _ = tokio::time::timeout(me.timeout, sink.unsubscribe(&channel)).await;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// The connection of node `i` dropped: forget it, so the next waiter reconnects.
+async fn forget(weak: &Weak<Wakeups>, i: usize) {
+    if let Some(w) = weak.upgrade() {
+        w.nodes[i].sink.lock().await.take();
+    }
+}
+
+/// One waiter's interest in a resource's releases.
+pub(crate) struct Waiter {
+    wakeups: Arc<Wakeups>,
+    channel: String,
+    rx: watch::Receiver<u64>,
+}
+
+impl Waiter {
+    /// Forgets the releases seen so far; call it before each attempt, so that a release
+    /// during the attempt still wakes the wait after it.
+    pub(crate) fn mark(&mut self) {
+        self.rx.borrow_and_update();
+    }
+
+    /// Resolves on the first release since the last [`mark`](Self::mark).
+    pub(crate) async fn released(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.wakeups.leave(&self.channel);
+    }
+}

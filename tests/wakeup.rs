@@ -1,0 +1,177 @@
+//! Release-driven wake-up: a waiter retries as soon as any node announces a release, and
+//! still gets the lock, on its retry delay, where pub/sub is missing.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use redfence::Client;
+use redfence::testkit::Cluster;
+use support::cluster;
+
+/// A client whose retry delay (30 s) is far longer than any test here: only a wake-up
+/// can make it acquire quickly.
+fn patient(urls: Vec<String>) -> Client {
+    Client::builder()
+        .nodes(urls)
+        .node_timeout(Duration::from_millis(100))
+        .retry_delay(Duration::from_secs(30))
+        .retry_jitter(Duration::ZERO)
+        .wait_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+async fn subscribers(cluster: &Cluster, i: usize, resource: &str) -> i64 {
+    let channel = format!("redfence:{{{resource}}}:released");
+    let (_, n): (String, i64) =
+        support::cmd::<Vec<(String, i64)>>(cluster, i, &["PUBSUB", "NUMSUB", &channel])
+            .await
+            .pop()
+            .unwrap();
+    n
+}
+
+/// Holder releases while the waiter sleeps on its 30 s delay: the waiter must get the
+/// lock through the announcement, long before the delay.
+async fn released_waiter_acquires(urls: Vec<String>, watch: &[(&Cluster, usize)]) {
+    let holder = Client::builder().nodes(urls.clone()).build().unwrap();
+    let g = holder.try_acquire("handoff").await.unwrap().unwrap();
+    let first = g.token();
+    let waiter = patient(urls);
+    let task = tokio::spawn(async move {
+        let start = Instant::now();
+        let g = waiter.acquire("handoff").await.unwrap();
+        (start.elapsed(), g)
+    });
+    // The waiter is waiting once it has subscribed where pub/sub works (and its first
+    // attempt, bounded by two node timeouts, has long been refused).
+    let start = Instant::now();
+    for &(c, i) in watch {
+        while subscribers(c, i, "handoff").await < 1 {
+            assert!(start.elapsed() < Duration::from_secs(5), "never subscribed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!task.is_finished(), "the waiter got a held lock");
+    assert!(g.release().await.unwrap());
+    let (waited, g2) = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("not woken: it would have slept its 30 s retry delay")
+        .unwrap();
+    assert!(waited < Duration::from_secs(10));
+    assert!(g2.token() > first);
+    g2.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_the_waiter() {
+    let c = cluster(5);
+    let watch: Vec<(&Cluster, usize)> = (0..5).map(|i| (&c, i)).collect();
+    released_waiter_acquires(c.urls(), &watch).await;
+}
+
+/// Two of five nodes have SUBSCRIBE and PUBLISH disabled: releases still work there, and
+/// the waiter is woken through the other three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_without_pubsub_still_wakes_waiters() {
+    let with = cluster(3);
+    let without = Cluster::builder()
+        .nodes(2)
+        .args([
+            "--rename-command",
+            "SUBSCRIBE",
+            "",
+            "--rename-command",
+            "PUBLISH",
+            "",
+        ])
+        .start()
+        .unwrap();
+    let mut urls = with.urls();
+    urls.extend(without.urls());
+    let watch: Vec<(&Cluster, usize)> = (0..3).map(|i| (&with, i)).collect();
+    released_waiter_acquires(urls, &watch).await;
+}
+
+/// With pub/sub gone everywhere, the retry delay still hands the lock over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pubsub_the_retry_delay_still_works() {
+    let c = Cluster::builder()
+        .nodes(3)
+        .args([
+            "--rename-command",
+            "SUBSCRIBE",
+            "",
+            "--rename-command",
+            "PUBLISH",
+            "",
+        ])
+        .start()
+        .unwrap();
+    let holder = c.client_builder().build().unwrap();
+    let g = holder.try_acquire("fallback").await.unwrap().unwrap();
+    let waiter = c
+        .client_builder()
+        .retry_delay(Duration::from_millis(100))
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let task = tokio::spawn(async move { waiter.acquire("fallback").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        g.release().await.unwrap(),
+        "a node without PUBLISH must still release"
+    );
+    let g2 = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    g2.release().await.unwrap();
+}
+
+/// Many waiters of one client share one subscription per node, which goes away with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_share_one_subscription() {
+    let c = cluster(3);
+    let holder = c.client_builder().build().unwrap();
+    let g = holder.try_acquire("shared").await.unwrap().unwrap();
+    let waiter = c
+        .client_builder()
+        .wait_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let w = waiter.clone();
+            tokio::spawn(async move {
+                let g = w.acquire("shared").await.unwrap();
+                g.release().await.unwrap();
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    while subscribers(&c, 0, "shared").await < 1 {
+        assert!(start.elapsed() < Duration::from_secs(5), "never subscribed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..3 {
+        assert_eq!(subscribers(&c, i, "shared").await, 1, "node {i}");
+    }
+    g.release().await.unwrap();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(20), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    while subscribers(&c, 0, "shared").await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still subscribed after the waiters left"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
