@@ -236,11 +236,19 @@ impl Client {
         // Woken by any node announcing a release of this resource; the jittered retry
         // delay runs alongside for expiries, lost messages and nodes without pub/sub.
         let mut releases = self.0.wakeups.watch(&keys.released);
+        // This client's waiters of the resource go one at a time, in arrival order.
+        let Ok(_turn) = tokio::time::timeout(wait, releases.turn()).await else {
+            return Err(Error::WaitTimeout {
+                resource: resource.to_owned(),
+                waited: start.elapsed(),
+                attempts: 0,
+                last_error: None,
+            });
+        };
         let mut attempts = 0;
         let last_error = loop {
             attempts += 1;
             releases.mark();
-            let attempt_start = Instant::now();
             let last = match self.attempt(resource, &keys, &plan).await {
                 Ok(Some(guard)) => return Ok(guard),
                 Ok(None) => None,
@@ -251,17 +259,13 @@ impl Client {
                 break last;
             };
             let pause = jittered(s.retry_delay, s.retry_jitter).min(left);
-            let woken = tokio::select! {
-                () = tokio::time::sleep(pause) => false,
-                () = releases.released() => true,
-            };
-            if woken {
-                // Every waiter hears the same release at once. Spread them over one
-                // attempt's duration (about a round trip), so that the first one usually
-                // takes every node before the next arrives, rather than all of them
-                // splitting the nodes and failing together.
-                let spread = attempt_start.elapsed().min(left);
-                tokio::time::sleep(jittered(spread / 2, spread / 2)).await;
+            // No sleep after a wake-up: tokio's timers tick in milliseconds, so even a
+            // sub-millisecond spread would cost a whole tick. The client's own waiters
+            // already take turns (one attempt per release); a split vote with another
+            // client falls back to the jittered delay above.
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = releases.released() => {}
             }
         };
         Err(Error::WaitTimeout {

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -26,7 +26,13 @@ enum Conn {
     Idle,
     Connecting(Connecting),
     Ready(MultiplexedConnection, u64),
+    /// The last connect failed; calls fail at once with its error until `retry_at`, so a
+    /// dead node costs nothing per call rather than a connect attempt each time.
+    Down(NodeError, Instant),
 }
+
+/// How long a failed connect is remembered before the next call tries again.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One Redis primary.
 pub(crate) struct Node {
@@ -112,7 +118,8 @@ impl Node {
                     f
                 }
                 Conn::Connecting(f) => f.clone(),
-                Conn::Idle => {
+                Conn::Down(e, retry_at) if Instant::now() < *retry_at => return Err(e.clone()),
+                Conn::Idle | Conn::Down(..) => {
                     let f = self.spawn_connect();
                     *conn = Conn::Connecting(f.clone());
                     f
@@ -137,8 +144,9 @@ impl Node {
                     Ok((c, generation))
                 }
                 Err(e) => {
-                    *conn = Conn::Idle;
-                    Err(NodeError::from_redis(&node.name, Step::Connect, e))
+                    let e = NodeError::from_redis(&node.name, Step::Connect, e);
+                    *conn = Conn::Down(e.clone(), Instant::now() + RECONNECT_BACKOFF);
+                    Err(e)
                 }
             }
         });

@@ -27,6 +27,10 @@ struct Channel {
     waiters: usize,
     /// Bumped on every release message, from any node.
     releases: watch::Sender<u64>,
+    /// The client's waiters of this resource take turns, first come first served: only
+    /// the one at the head tries, so a release wakes one attempt per client rather than
+    /// a herd, and no waiter of this client is overtaken by a later one.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A client's pub/sub connections and the resources its waiters wait for.
@@ -70,15 +74,16 @@ impl Wakeups {
     /// Starts waiting for releases of `channel`; subscribes on every node in the
     /// background the first time.
     pub(crate) fn watch(self: &Arc<Self>, channel: &str) -> Waiter {
-        let (rx, first) = {
+        let (rx, turn, first) = {
             let mut map = self.lock();
             let first = !map.contains_key(channel);
             let ch = map.entry(channel.to_owned()).or_insert_with(|| Channel {
                 waiters: 0,
                 releases: watch::Sender::new(0),
+                turn: Arc::new(tokio::sync::Mutex::new(())),
             });
             ch.waiters += 1;
-            (ch.releases.subscribe(), first)
+            (ch.releases.subscribe(), Arc::clone(&ch.turn), first)
         };
         if first {
             let (me, channel) = (Arc::clone(self), channel.to_owned());
@@ -91,26 +96,38 @@ impl Wakeups {
             wakeups: Arc::clone(self),
             channel: channel.to_owned(),
             rx,
+            turn,
         }
     }
 
     /// Subscribes `channel` on node `i`, opening its connection first if needed.
+    /// Subscriptions and unsubscriptions of a node run one at a time under its lock, and
+    /// each checks the waiters as they are then, so a late unsubscribe cannot undo a newer
+    /// waiter's subscription.
     async fn subscribe(self: &Arc<Self>, i: usize, channel: &str) {
-        if let Some(mut sink) = self.sink(i).await {
+        let mut slot = self.nodes[i].sink.lock().await;
+        if !self.lock().contains_key(channel) {
+            return; // its waiters left already
+        }
+        if let Some(sink) = self.connect(i, &mut slot).await {
             // A node without pub/sub (or too slow) leaves its waiters on the retry delay.
+            let mut sink = sink;
             let _ = tokio::time::timeout(self.timeout, sink.subscribe(channel)).await;
         }
     }
 
-    /// Node `i`'s subscription connection. A new one subscribes every channel that has
-    /// waiters (after a reconnect, those subscriptions were lost with the old one).
-    async fn sink(self: &Arc<Self>, i: usize) -> Option<PubSubSink> {
-        let node = &self.nodes[i];
-        let mut slot = node.sink.lock().await;
+    /// Node `i`'s subscription connection (its lock held by the caller). A new one
+    /// subscribes every channel that has waiters (after a reconnect, those subscriptions
+    /// were lost with the old one).
+    async fn connect(
+        self: &Arc<Self>,
+        i: usize,
+        slot: &mut Option<PubSubSink>,
+    ) -> Option<PubSubSink> {
         if let Some(sink) = &*slot {
             return Some(sink.clone());
         }
-        let pubsub = tokio::time::timeout(self.timeout, node.client.get_async_pubsub())
+        let pubsub = tokio::time::timeout(self.timeout, self.nodes[i].client.get_async_pubsub())
             .await
             .ok()?
             .ok()?;
@@ -162,8 +179,12 @@ impl Wakeups {
             let (me, channel) = (Arc::clone(self), channel.to_owned());
             tokio::spawn(async move {
                 for node in &me.nodes {
-                    let sink = node.sink.lock().await.clone();
-                    if let Some(mut sink) = sink {
+                    let slot = node.sink.lock().await;
+                    // A new waiter may have come since: then the subscription stays.
+                    if me.lock().contains_key(&channel) {
+                        return;
+                    }
+                    if let Some(mut sink) = slot.clone() {
                         let _ = tokio::time::timeout(me.timeout, sink.unsubscribe(&channel)).await;
                     }
                 }
@@ -184,9 +205,16 @@ pub(crate) struct Waiter {
     wakeups: Arc<Wakeups>,
     channel: String,
     rx: watch::Receiver<u64>,
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Waiter {
+    /// Waits for this waiter's turn among the client's waiters of the resource (FIFO);
+    /// the turn lasts until the returned guard is dropped.
+    pub(crate) async fn turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        Arc::clone(&self.turn).lock_owned().await
+    }
+
     /// Forgets the releases seen so far; call it before each attempt, so that a release
     /// during the attempt still wakes the wait after it.
     pub(crate) fn mark(&mut self) {

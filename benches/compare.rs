@@ -1,0 +1,645 @@
+//! redfence against a raw parallel SET NX baseline and `rslock`, in one run, on the same
+//! local redis-server nodes (started here by the test kit), contenders alternating so that
+//! a noisy machine hits them alike. Prints one table with ratios; `--json` adds one JSON
+//! object per line. `--quick` runs every scenario briefly.
+//!
+//!   cargo bench --bench compare -- [--quick] [--json]   (or scripts/bench.sh)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use redfence::testkit::Cluster;
+use redfence::{AcquireOptions, Client};
+use redis::aio::MultiplexedConnection;
+
+const TTL: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- measurements
+
+#[derive(Default, Clone)]
+struct Sample(Vec<Duration>);
+
+impl Sample {
+    fn pct(&self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        let mut v = self.0.clone();
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * p).round() as usize;
+        v[i].as_secs_f64() * 1e6
+    }
+    fn max(&self) -> f64 {
+        self.0
+            .iter()
+            .max()
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
+    }
+}
+
+struct Row {
+    scenario: &'static str,
+    contender: &'static str,
+    p50_us: f64,
+    p99_us: f64,
+    ops_per_s: f64,
+    extra: String,
+}
+
+/// CPU time (user + system) of a process, from /proc (Linux; zero elsewhere).
+fn cpu_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    // The state field is not numeric and drops out, so utime and stime are 10 and 11.
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Duration::from_millis((f.get(10).unwrap_or(&0) + f.get(11).unwrap_or(&0)) * 10)
+}
+
+// ---------------------------------------------------------------- contenders
+
+/// The practical limit: parallel `SET NX PX` and compare-and-delete over multiplexed
+/// connections; no token, no retries, no early decision.
+#[derive(Clone)]
+struct Raw {
+    conns: Vec<MultiplexedConnection>,
+}
+
+const RAW_RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+impl Raw {
+    async fn new(urls: &[String]) -> Self {
+        let mut conns = Vec::new();
+        for u in urls {
+            let c = redis::Client::open(u.as_str()).unwrap();
+            let cfg = redis::AsyncConnectionConfig::new().set_pipeline_buffer_size(4096);
+            conns.push(
+                c.get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .unwrap(),
+            );
+        }
+        Self { conns }
+    }
+    async fn acquire(&self, key: &str, owner: &str) -> bool {
+        let ok = join_all(self.conns.iter().map(|c| {
+            let mut c = c.clone();
+            async move {
+                let r: Result<Option<String>, _> = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(owner)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(10_000)
+                        .query_async(&mut c),
+                )
+                .await
+                .unwrap_or_else(|_| Ok(None));
+                matches!(r, Ok(Some(_)))
+            }
+        }))
+        .await;
+        ok.into_iter().filter(|x| *x).count() > self.conns.len() / 2
+    }
+    async fn release(&self, key: &str, owner: &str) {
+        join_all(self.conns.iter().map(|c| {
+            let mut c = c.clone();
+            async move {
+                let _: Result<Result<i64, _>, _> = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    redis::cmd("EVAL")
+                        .arg(RAW_RELEASE)
+                        .arg(1)
+                        .arg(key)
+                        .arg(owner)
+                        .query_async(&mut c),
+                )
+                .await;
+            }
+        }))
+        .await;
+    }
+}
+
+enum Contender {
+    Redfence(Client),
+    Raw(Raw),
+    Rslock(rslock::LockManager),
+}
+
+impl Contender {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Redfence(_) => "redfence",
+            Self::Raw(_) => "raw",
+            Self::Rslock(_) => "rslock",
+        }
+    }
+
+    /// One acquire + release cycle on `key`: (acquire, release) times, or None if not
+    /// acquired within 1 s.
+    async fn cycle(&self, key: &str) -> Option<(Duration, Duration)> {
+        let t = Instant::now();
+        match self {
+            Self::Redfence(c) => {
+                let g = tokio::time::timeout(Duration::from_secs(1), c.try_acquire(key))
+                    .await
+                    .ok()?
+                    .ok()??;
+                let a = t.elapsed();
+                let t = Instant::now();
+                let _ = g.release().await;
+                Some((a, t.elapsed()))
+            }
+            Self::Raw(r) => {
+                let owner = uuid::Uuid::new_v4().simple().to_string();
+                if !tokio::time::timeout(Duration::from_secs(1), r.acquire(key, &owner))
+                    .await
+                    .ok()?
+                {
+                    return None;
+                }
+                let a = t.elapsed();
+                let t = Instant::now();
+                r.release(key, &owner).await;
+                Some((a, t.elapsed()))
+            }
+            Self::Rslock(m) => {
+                let l = tokio::time::timeout(Duration::from_secs(1), m.lock(key.as_bytes(), TTL))
+                    .await
+                    .ok()?
+                    .ok()?;
+                let a = t.elapsed();
+                let t = Instant::now();
+                let _ = tokio::time::timeout(Duration::from_secs(1), m.unlock(&l)).await;
+                Some((a, t.elapsed()))
+            }
+        }
+    }
+
+    /// Waits for `key` (retrying as the contender does), holds it `hold`, releases, then
+    /// does other work for `hold` before contending again. Returns (time waited, time
+    /// from the previous release to this acquisition, time held).
+    async fn contend(
+        &self,
+        key: &str,
+        hold: Duration,
+        released_at: &AtomicU64,
+        base: Instant,
+    ) -> Option<(Duration, Duration, Duration)> {
+        let t = Instant::now();
+        let handoff = |released: &AtomicU64| {
+            let rel = Duration::from_nanos(released.load(Ordering::SeqCst));
+            base.elapsed().saturating_sub(rel)
+        };
+        match self {
+            Self::Redfence(c) => {
+                let opts = AcquireOptions::new()
+                    .wait(Duration::from_secs(30))
+                    .watchdog(false);
+                let g = c.acquire_with(key, opts).await.ok()?;
+                let (wait, h, held) = (t.elapsed(), handoff(released_at), Instant::now());
+                tokio::time::sleep(hold).await;
+                let held = held.elapsed();
+                released_at.store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                let _ = g.release().await;
+                tokio::time::sleep(hold).await;
+                Some((wait, h, held))
+            }
+            Self::Rslock(m) => {
+                let g = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    m.acquire_no_guard(key.as_bytes(), TTL),
+                )
+                .await
+                .ok()?
+                .ok()?;
+                let (wait, h, held) = (t.elapsed(), handoff(released_at), Instant::now());
+                tokio::time::sleep(hold).await;
+                let held = held.elapsed();
+                released_at.store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                m.unlock(&g).await;
+                tokio::time::sleep(hold).await;
+                Some((wait, h, held))
+            }
+            Self::Raw(_) => None,
+        }
+    }
+}
+
+async fn contenders(cluster: &Cluster, with_rslock: bool) -> Vec<Contender> {
+    let urls = cluster.urls();
+    let client = cluster
+        .client_builder()
+        .ttl(TTL)
+        .retry_delay(Duration::from_millis(100))
+        .retry_jitter(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mut v = vec![
+        Contender::Redfence(client),
+        Contender::Raw(Raw::new(&urls).await),
+    ];
+    if with_rslock {
+        v.push(Contender::Rslock(rslock::LockManager::new(urls)));
+    }
+    // Warm every connection.
+    for c in &v {
+        for _ in 0..20 {
+            c.cycle("warm").await;
+        }
+    }
+    v
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/// One task, acquire+release in a loop; contenders alternate in rounds.
+async fn uncontended(
+    scenario: &'static str,
+    cs: &[Contender],
+    rounds: usize,
+    per_round: usize,
+) -> Vec<Row> {
+    let mut acq: Vec<Sample> = vec![Sample::default(); cs.len()];
+    let mut rel = acq.clone();
+    let mut cyc = acq.clone();
+    let mut failed = vec![0usize; cs.len()];
+    let mut busy = vec![Duration::ZERO; cs.len()];
+    for round in 0..rounds {
+        for (i, c) in cs.iter().enumerate() {
+            let key = format!("{scenario}-{round}-{i}");
+            let t = Instant::now();
+            for _ in 0..per_round {
+                match c.cycle(&key).await {
+                    Some((a, r)) => {
+                        acq[i].0.push(a);
+                        rel[i].0.push(r);
+                        cyc[i].0.push(a + r);
+                    }
+                    None => failed[i] += 1,
+                }
+            }
+            busy[i] += t.elapsed();
+        }
+    }
+    cs.iter()
+        .enumerate()
+        .map(|(i, c)| Row {
+            scenario,
+            contender: c.name(),
+            p50_us: cyc[i].pct(0.5),
+            p99_us: cyc[i].pct(0.99),
+            ops_per_s: cyc[i].0.len() as f64 / busy[i].as_secs_f64(),
+            extra: format!(
+                "acquire p50/p99 {:.0}/{:.0} us, release p50/p99 {:.0}/{:.0} us{}",
+                acq[i].pct(0.5),
+                acq[i].pct(0.99),
+                rel[i].pct(0.5),
+                rel[i].pct(0.99),
+                if failed[i] > 0 {
+                    format!(", {} failed", failed[i])
+                } else {
+                    String::new()
+                }
+            ),
+        })
+        .collect()
+}
+
+/// 64 tasks on distinct keys: cycles per second.
+async fn parallel(cs: &[Contender], rounds: usize, window: Duration, servers: &[u32]) -> Vec<Row> {
+    let mut done = vec![0u64; cs.len()];
+    let mut time = vec![Duration::ZERO; cs.len()];
+    let (mut client_cpu, mut server_cpu) = (
+        vec![Duration::ZERO; cs.len()],
+        vec![Duration::ZERO; cs.len()],
+    );
+    let servers_cpu = || {
+        servers
+            .iter()
+            .map(|p| cpu_of(&p.to_string()))
+            .sum::<Duration>()
+    };
+    let cs: Vec<Arc<Contender>> = cs.iter().map(|c| Arc::new(clone_contender(c))).collect();
+    for round in 0..rounds {
+        for (i, c) in cs.iter().enumerate() {
+            let stop = Arc::new(AtomicBool::new(false));
+            let count = Arc::new(AtomicU64::new(0));
+            let tasks: Vec<_> = (0..64)
+                .map(|t| {
+                    let (c, stop, count) = (c.clone(), stop.clone(), count.clone());
+                    tokio::spawn(async move {
+                        let key = format!("par-{round}-{i}-{t}");
+                        while !stop.load(Ordering::Relaxed) {
+                            if c.cycle(&key).await.is_some() {
+                                count.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let (t, c0, s0) = (Instant::now(), cpu_of("self"), servers_cpu());
+            tokio::time::sleep(window).await;
+            stop.store(true, Ordering::Relaxed);
+            join_all(tasks).await;
+            time[i] += t.elapsed();
+            client_cpu[i] += cpu_of("self").saturating_sub(c0);
+            server_cpu[i] += servers_cpu().saturating_sub(s0);
+            done[i] += count.load(Ordering::Relaxed);
+        }
+    }
+    cs.iter()
+        .enumerate()
+        .map(|(i, c)| Row {
+            scenario: "2 parallel 64 keys",
+            contender: c.name(),
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            ops_per_s: done[i] as f64 / time[i].as_secs_f64(),
+            extra: format!(
+                "CPU per cycle: client {:.1} us, servers {:.1} us",
+                client_cpu[i].as_secs_f64() * 1e6 / done[i].max(1) as f64,
+                server_cpu[i].as_secs_f64() * 1e6 / done[i].max(1) as f64
+            ),
+        })
+        .collect()
+}
+
+fn clone_contender(c: &Contender) -> Contender {
+    match c {
+        Contender::Redfence(x) => Contender::Redfence(x.clone()),
+        Contender::Raw(x) => Contender::Raw(x.clone()),
+        Contender::Rslock(x) => Contender::Rslock(x.clone()),
+    }
+}
+
+/// 16 tasks on one key holding ~1 ms: hand-offs per second, time from a release to the
+/// next acquisition, and each acquisition's total wait (fairness: its maximum).
+async fn contended(cs: &[Contender], window: Duration, rtt_us: f64) -> Vec<Row> {
+    let hold = Duration::from_millis(1);
+    let mut rows = Vec::new();
+    for c in cs {
+        if matches!(c, Contender::Raw(_)) {
+            continue; // no retries: no hand-off to measure
+        }
+        let c = Arc::new(clone_contender(c));
+        let base = Instant::now();
+        let released = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (c, released, stop) = (c.clone(), released.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let (mut waits, mut handoffs, mut held) =
+                        (Sample::default(), Sample::default(), Sample::default());
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some((w, h, d)) = c.contend("contended", hold, &released, base).await
+                        {
+                            waits.0.push(w);
+                            handoffs.0.push(h);
+                            held.0.push(d);
+                        }
+                    }
+                    (waits, handoffs, held)
+                })
+            })
+            .collect();
+        tokio::time::sleep(window).await;
+        stop.store(true, Ordering::Relaxed);
+        let elapsed = base.elapsed();
+        let (mut waits, mut handoffs, mut held) =
+            (Sample::default(), Sample::default(), Sample::default());
+        for t in join_all(tasks).await {
+            let (w, h, d) = t.unwrap();
+            waits.0.extend(w.0);
+            handoffs.0.extend(h.0);
+            held.0.extend(d.0);
+        }
+        // The ceiling uses the hold as measured (a 1 ms sleep lasts longer).
+        let mean_hold = held.0.iter().sum::<Duration>().as_secs_f64() / held.0.len().max(1) as f64;
+        let ceiling = 1.0 / (mean_hold + rtt_us / 1e6);
+        let rate = handoffs.0.len() as f64 / elapsed.as_secs_f64();
+        rows.push(Row {
+            scenario: "3 contended 16 tasks",
+            contender: c.name(),
+            p50_us: handoffs.pct(0.5),
+            p99_us: handoffs.pct(0.99),
+            ops_per_s: rate,
+            extra: format!(
+                "p50/p99 = release to next acquisition; total wait p50/p99/max {:.0}/{:.0}/{:.0} us; {:.0}% of the {:.0}/s ceiling (hold {:.2} ms + RTT)",
+                waits.pct(0.5),
+                waits.pct(0.99),
+                waits.max(),
+                100.0 * rate / ceiling,
+                ceiling,
+                mean_hold * 1e3
+            ),
+        });
+    }
+    rows
+}
+
+/// 1,000 locks held by watchdogs (TTL 3 s): client CPU per wall second and memory.
+async fn watchdogs(cluster: &Cluster, hold: Duration) -> Row {
+    fn cpu() -> Duration {
+        // utime + stime of this process, in clock ticks (100 Hz on Linux).
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // Fields after the command: state is not numeric, so utime/stime are 11 and 12 here.
+        Duration::from_millis((f.get(10).unwrap_or(&0) + f.get(11).unwrap_or(&0)) * 10)
+    }
+    fn rss_kib() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+    let c = cluster
+        .client_builder()
+        .ttl(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let opts = AcquireOptions::new().watchdog(true);
+    let rss0 = rss_kib();
+    let mut guards = Vec::new();
+    for batch in 0..10 {
+        let got = join_all((0..100).map(|i| {
+            let (c, opts) = (c.clone(), opts.clone());
+            async move { c.try_acquire_with(&format!("wd-{batch}-{i}"), opts).await }
+        }))
+        .await;
+        guards.extend(got.into_iter().filter_map(|g| g.ok().flatten()));
+    }
+    let held = guards.len();
+    let (cpu0, t0) = (cpu(), Instant::now());
+    tokio::time::sleep(hold).await;
+    let (cpu_used, wall) = (cpu() - cpu0, t0.elapsed());
+    let rss1 = rss_kib();
+    let lost = guards.iter().filter(|g| g.validity().is_zero()).count();
+    join_all(guards.into_iter().map(|g| g.release())).await;
+    Row {
+        scenario: "7 1000 watchdogs",
+        contender: "redfence",
+        p50_us: f64::NAN,
+        p99_us: f64::NAN,
+        ops_per_s: f64::NAN,
+        extra: format!(
+            "{held} held, {lost} lost; client CPU {:.2}% of one core; RSS +{} KiB ({:.1} KiB per lock)",
+            100.0 * cpu_used.as_secs_f64() / wall.as_secs_f64(),
+            rss1.saturating_sub(rss0),
+            rss1.saturating_sub(rss0) as f64 / held.max(1) as f64
+        ),
+    }
+}
+
+// ---------------------------------------------------------------- report
+
+fn print(rows: &[Row], json: bool) {
+    let find = |s: &str, c: &str| rows.iter().find(|r| r.scenario == s && r.contender == c);
+    println!(
+        "\n{:<24} {:<9} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "scenario", "contender", "p50 us", "p99 us", "ops/s", "vs raw", "vs rslock"
+    );
+    let ratio = |a: f64, b: Option<f64>| match b {
+        Some(b) if b.is_finite() && b > 0.0 && a.is_finite() => format!("{:.2}x", a / b),
+        _ => "-".to_owned(),
+    };
+    for r in rows {
+        // Latency scenarios compare p50; throughput ones compare ops/s.
+        let key = |x: &Row| {
+            if x.p50_us.is_finite() {
+                x.p50_us
+            } else {
+                x.ops_per_s
+            }
+        };
+        let (vs_raw, vs_rslock) = if r.contender == "redfence" {
+            (
+                ratio(key(r), find(r.scenario, "raw").map(key)),
+                ratio(key(r), find(r.scenario, "rslock").map(key)),
+            )
+        } else {
+            ("".into(), "".into())
+        };
+        let num = |x: f64, d: usize| {
+            if x.is_finite() {
+                format!("{x:.d$}")
+            } else {
+                "-".into()
+            }
+        };
+        println!(
+            "{:<24} {:<9} {:>9} {:>9} {:>10} {:>10} {:>10}",
+            r.scenario,
+            r.contender,
+            num(r.p50_us, 0),
+            num(r.p99_us, 0),
+            num(r.ops_per_s, 0),
+            vs_raw,
+            vs_rslock
+        );
+        if !r.extra.is_empty() {
+            println!("{:<24}   {}", "", r.extra);
+        }
+    }
+    if json {
+        for r in rows {
+            let n = |x: f64| {
+                if x.is_finite() {
+                    format!("{x:.1}")
+                } else {
+                    "null".into()
+                }
+            };
+            println!(
+                "{{\"scenario\":{:?},\"contender\":{:?},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"note\":{:?}}}",
+                r.scenario,
+                r.contender,
+                n(r.p50_us),
+                n(r.p99_us),
+                n(r.ops_per_s),
+                r.extra
+            );
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json = args.iter().any(|a| a == "--json");
+    let (rounds, per_round) = if quick { (5, 100) } else { (20, 250) };
+    let window = if quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(3)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cluster = Cluster::start(5).expect("the benchmarks need redis-server");
+        let cs = contenders(&cluster, true).await;
+        let mut rows = Vec::new();
+        eprintln!("1: uncontended cycle");
+        rows.extend(uncontended("1 uncontended cycle", &cs, rounds, per_round).await);
+        let rtt = rows
+            .iter()
+            .find(|r| r.contender == "raw")
+            .map_or(200.0, |r| r.p50_us / 2.0);
+        eprintln!("2: 64 parallel keys");
+        let pids: Vec<u32> = (0..cluster.len()).filter_map(|i| cluster.pid(i)).collect();
+        rows.extend(parallel(&cs, if quick { 2 } else { 4 }, window, &pids).await);
+        eprintln!("3: contended");
+        rows.extend(contended(&cs, window * 2, rtt).await);
+
+        eprintln!("4: one node frozen");
+        cluster.pause(4).unwrap();
+        rows.extend(uncontended("4 one node frozen", &cs, rounds / 2, per_round / 2).await);
+        cluster.resume(4).unwrap();
+        eprintln!("5: one node dead");
+        cluster.kill(4).unwrap();
+        rows.extend(uncontended("5 one node dead", &cs, rounds / 2, per_round / 2).await);
+        cluster.restart(4).unwrap();
+
+        for n in [3, 5, 7, 9] {
+            eprintln!("6: {n} nodes");
+            let c = Cluster::start(n).unwrap();
+            let cs = contenders(&c, false).await;
+            let name: &'static str = match n {
+                3 => "6 scaling N=3",
+                5 => "6 scaling N=5",
+                7 => "6 scaling N=7",
+                _ => "6 scaling N=9",
+            };
+            rows.extend(uncontended(name, &cs, rounds / 2, per_round / 2).await);
+        }
+        eprintln!("7: 1000 watchdogs");
+        rows.push(
+            watchdogs(
+                &cluster,
+                if quick {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::from_secs(30)
+                },
+            )
+            .await,
+        );
+        print(&rows, json);
+    });
+}
