@@ -261,12 +261,15 @@ async fn contenders(cluster: &Cluster, with_rslock: bool) -> Vec<Contender> {
 
 // ---------------------------------------------------------------- scenarios
 
-/// One task, acquire+release in a loop; contenders alternate in rounds.
+/// One task, acquire+release in a loop; contenders alternate in rounds. A round of one
+/// contender stops after `per_round` cycles or `budget`, whichever comes first (a
+/// contender that waits for a frozen node gets fewer samples, not a longer run).
 async fn uncontended(
     scenario: &'static str,
     cs: &[Contender],
     rounds: usize,
     per_round: usize,
+    budget: Duration,
 ) -> Vec<Row> {
     let mut acq: Vec<Sample> = vec![Sample::default(); cs.len()];
     let mut rel = acq.clone();
@@ -278,6 +281,9 @@ async fn uncontended(
             let key = format!("{scenario}-{round}-{i}");
             let t = Instant::now();
             for _ in 0..per_round {
+                if t.elapsed() > budget {
+                    break;
+                }
                 match c.cycle(&key).await {
                     Some((a, r)) => {
                         acq[i].0.push(a);
@@ -595,8 +601,13 @@ fn main() {
         let cluster = Cluster::start(5).expect("the benchmarks need redis-server");
         let cs = contenders(&cluster, true).await;
         let mut rows = Vec::new();
+        let budget = if quick {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(3)
+        };
         eprintln!("1: uncontended cycle");
-        rows.extend(uncontended("1 uncontended cycle", &cs, rounds, per_round).await);
+        rows.extend(uncontended("1 uncontended cycle", &cs, rounds, per_round, budget).await);
         let rtt = rows
             .iter()
             .find(|r| r.contender == "raw")
@@ -609,11 +620,11 @@ fn main() {
 
         eprintln!("4: one node frozen");
         cluster.pause(4).unwrap();
-        rows.extend(uncontended("4 one node frozen", &cs, rounds / 2, per_round / 2).await);
+        rows.extend(uncontended("4 one node frozen", &cs, rounds / 2, per_round / 2, budget).await);
         cluster.resume(4).unwrap();
         eprintln!("5: one node dead");
         cluster.kill(4).unwrap();
-        rows.extend(uncontended("5 one node dead", &cs, rounds / 2, per_round / 2).await);
+        rows.extend(uncontended("5 one node dead", &cs, rounds / 2, per_round / 2, budget).await);
         cluster.restart(4).unwrap();
 
         for n in [3, 5, 7, 9] {
@@ -626,7 +637,7 @@ fn main() {
                 7 => "6 scaling N=7",
                 _ => "6 scaling N=9",
             };
-            rows.extend(uncontended(name, &cs, rounds / 2, per_round / 2).await);
+            rows.extend(uncontended(name, &cs, rounds / 2, per_round / 2, budget).await);
         }
         eprintln!("7: 1000 watchdogs");
         rows.push(

@@ -2,23 +2,20 @@
 //! ([`Client::acquire`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::RngExt;
 
 use crate::config::{ClientBuilder, Settings};
-use crate::error::{Error, LossReason, NodeError, Step};
-use crate::fence::FencingToken;
-use crate::guard::{GuardParts, LockGuard, Shared};
+use crate::error::{Error, LossReason};
+use crate::guard::LockGuard;
 use crate::node::Node;
-use crate::quorum::{self, Decision, TokenPlan, Vote};
-use crate::round::{Pending, decided, finish_in_background, no_quorum, run_round};
+use crate::quorum;
 use crate::scripts::Keys;
 use crate::wakeup::Wakeups;
-use crate::watchdog::{self, Watchdog};
+use crate::watchdog;
 
 /// Longest accepted resource name, in bytes.
 pub const MAX_RESOURCE_LEN: usize = 1024;
@@ -116,9 +113,9 @@ impl AcquireOptions {
 }
 
 /// One acquisition's resolved settings.
-struct Plan {
-    ttl: Duration,
-    watchdog: Option<watchdog::Plan>,
+pub(crate) struct Plan {
+    pub(crate) ttl: Duration,
+    pub(crate) watchdog: Option<watchdog::Plan>,
 }
 
 impl Client {
@@ -137,6 +134,10 @@ impl Client {
 
     pub(crate) fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    pub(crate) fn watchdog_count(&self) -> &Arc<AtomicUsize> {
+        &self.0.watchdogs
     }
 
     /// The nodes, as `host:port`.
@@ -369,170 +370,6 @@ impl Client {
         Ok(Plan { ttl, watchdog })
     }
 
-    /// One attempt: DESIGN.md section 2.
-    async fn attempt(
-        &self,
-        resource: &str,
-        keys: &Arc<Keys>,
-        plan: &Plan,
-    ) -> Result<Option<LockGuard>, Error> {
-        let s = &self.0.settings;
-        let ttl = plan.ttl;
-        let nodes = &self.0.nodes;
-        let n = nodes.len();
-        let owner: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
-        let ttl_ms = quorum::lease_ms(ttl);
-        // Set once this owner's keys must go: when the attempt fails or is cancelled, or,
-        // for a won attempt, when its guard is released or dropped. Grants that arrive
-        // after that are released at once.
-        let ended = Arc::new(AtomicBool::new(false));
-        // Until the guard exists, any way out of this function (an error, `Ok(None)`, or
-        // the caller dropping this future mid-round) releases the owner's keys.
-        let mut cleanup = Cleanup {
-            client: self,
-            keys,
-            owner: &owner,
-            ended: &ended,
-            nodes: (0..n).collect(),
-            done: false,
-        };
-        let start = Instant::now();
-
-        let calls: Pending<Option<u64>> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let (node, keys, owner) = (Arc::clone(node), Arc::clone(keys), owner.clone());
-                async move { (i, node.acquire(&keys, &owner, ttl_ms).await) }.boxed()
-            })
-            .collect();
-        let (round, pending) = run_round(calls, n, acquire_vote, decided, None).await;
-        self.release_stragglers(pending, keys, &owner, &ended);
-        // A failed attempt releases every node that did not plainly refuse: grants, errors
-        // (a timed-out SET may still run), and calls still in flight, which may have
-        // granted by now. Stragglers that grant later are released by the task above.
-        cleanup.nodes.retain(|i| {
-            !round
-                .answers
-                .iter()
-                .any(|(j, r)| j == i && matches!(r, Ok(None)))
-        });
-
-        match round.tally.decision() {
-            Decision::Won => {}
-            Decision::Refused => return Ok(None),
-            Decision::Failed | Decision::Pending => {
-                return Err(no_quorum(resource, Step::Acquire, &round, n));
-            }
-        }
-        let grants: Vec<(usize, u64)> = round
-            .answers
-            .iter()
-            .filter_map(|(i, r)| match r {
-                Ok(Some(v)) => Some((*i, *v)),
-                _ => None,
-            })
-            .collect();
-        let Some(token_plan) = TokenPlan::new(&grants) else {
-            return Err(no_quorum(resource, Step::Acquire, &round, n));
-        };
-        self.commit(resource, keys, &owner, &token_plan).await?;
-
-        // Validity counts from before the first command was sent, and is recomputed after
-        // the commit round, which also ate into the lease.
-        let drift = quorum::drift(ttl, s.drift_factor);
-        if quorum::validity(ttl, start.elapsed(), drift, s.min_validity).is_none() {
-            return Err(Error::NoValidity {
-                resource: resource.to_owned(),
-                elapsed: start.elapsed(),
-                ttl,
-                drift,
-            });
-        }
-        cleanup.done = true;
-        let shared = Arc::new(Shared::new(GuardParts {
-            client: self.clone(),
-            resource: resource.to_owned(),
-            keys: Arc::clone(keys),
-            owner: owner.clone(),
-            token: FencingToken::new(token_plan.token),
-            ttl,
-            acquired_at: start,
-            deadline: start + (ttl - drift),
-            ended: Arc::clone(&ended),
-        }));
-        let watchdog = plan
-            .watchdog
-            .map(|w| Watchdog::start(&shared, w, &self.0.watchdogs));
-        Ok(Some(LockGuard::new(shared, watchdog)))
-    }
-
-    /// Makes the token durable on a majority before anyone sees it.
-    ///
-    /// Why this keeps tokens strictly increasing: once token T is stored (the counter at
-    /// least T) on a majority M while we hold the lock there, any later acquisition needs
-    /// a majority Q, and Q meets M in at least one node. On that node the later `SET NX`
-    /// could only succeed after our key was gone, so its `INCR` runs on a counter of at
-    /// least T and returns more than T. Without this round, a later holder whose majority
-    /// missed the node that gave us T could get a smaller token (counters 10/5/5/5/5: we
-    /// get 11 from {1,2,3}; the next holder of {3,4,5} would get 7). It assumes nodes keep
-    /// acknowledged writes (AOF `appendfsync always`).
-    async fn commit(
-        &self,
-        resource: &str,
-        keys: &Arc<Keys>,
-        owner: &Arc<str>,
-        plan: &TokenPlan,
-    ) -> Result<(), Error> {
-        let n = self.0.nodes.len();
-        if plan.committed_without_round(n) {
-            return Ok(());
-        }
-        let token = plan.token;
-        let calls: Pending<Option<u64>> = plan
-            .to_raise
-            .iter()
-            .map(|&i| {
-                let (node, keys, owner) = (
-                    Arc::clone(&self.0.nodes[i]),
-                    Arc::clone(keys),
-                    owner.clone(),
-                );
-                async move { (i, node.commit(&keys, &owner, token).await) }.boxed()
-            })
-            .collect();
-        let m = plan.to_raise.len();
-        let (round, pending) = run_round(
-            calls,
-            m,
-            |r| match r {
-                Ok(Some(v)) if *v >= token => Vote::Yes,
-                Ok(_) => Vote::No,
-                Err(_) => Vote::Failed,
-            },
-            |t| quorum::commit_decided(n, plan.at_token, t).is_some(),
-            None,
-        )
-        .await;
-        finish_in_background(pending);
-        // A late commit that lands after we gave up only raises a counter, which is safe.
-        if quorum::commit_decided(n, plan.at_token, &round.tally) == Some(true) {
-            return Ok(());
-        }
-        let mut tally = round.tally;
-        tally.yes += plan.at_token;
-        Err(Error::NoQuorum {
-            resource: resource.to_owned(),
-            step: Step::Commit,
-            granted: tally.yes,
-            refused: tally.no,
-            failed: tally.failed,
-            quorum: quorum::quorum(n),
-            nodes: n,
-            errors: round.errors(),
-        })
-    }
-
     /// Releases `owner` on the given nodes without waiting for the answers; `announce`
     /// wakes waiters (for a lock that was held).
     pub(crate) fn release_in_background(
@@ -556,72 +393,6 @@ impl Client {
         if !calls.is_empty() {
             tokio::spawn(calls.for_each(|_| async {}));
         }
-    }
-
-    /// Acquire calls still in flight when the attempt was decided finish in the background;
-    /// any that granted (or may have) after the owner `ended` is released right after it,
-    /// on the same connection, so the release cannot overtake the grant.
-    fn release_stragglers(
-        &self,
-        pending: Pending<Option<u64>>,
-        keys: &Arc<Keys>,
-        owner: &Arc<str>,
-        ended: &Arc<AtomicBool>,
-    ) {
-        if pending.is_empty() {
-            return;
-        }
-        let (client, keys, owner, ended) = (
-            self.clone(),
-            Arc::clone(keys),
-            owner.clone(),
-            Arc::clone(ended),
-        );
-        tokio::spawn(async move {
-            let mut pending = pending;
-            while let Some((i, r)) = pending.next().await {
-                if !matches!(r, Ok(None)) && ended.load(Ordering::SeqCst) {
-                    // Errors too: a timed-out SET may still run when a paused node resumes.
-                    let _ = client.0.nodes[i].release(&keys, &owner, false).await;
-                }
-            }
-        });
-    }
-}
-
-/// Releases an attempt's keys when the attempt ends without handing out a guard: on
-/// failure, and when the caller drops the attempt's future mid-round (commands already
-/// sent may still grant; the release follows them on the same connections).
-struct Cleanup<'a> {
-    client: &'a Client,
-    keys: &'a Arc<Keys>,
-    owner: &'a Arc<str>,
-    ended: &'a AtomicBool,
-    /// Nodes that may hold the key.
-    nodes: Vec<usize>,
-    /// A guard took over.
-    done: bool,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        self.ended.store(true, Ordering::SeqCst);
-        // Without a runtime (it is shutting down) the keys expire with their TTL.
-        if tokio::runtime::Handle::try_current().is_ok() {
-            self.client
-                .release_in_background(&self.nodes, self.keys, self.owner, false);
-        }
-    }
-}
-
-fn acquire_vote(r: &Result<Option<u64>, NodeError>) -> Vote {
-    match r {
-        Ok(Some(_)) => Vote::Yes,
-        Ok(None) => Vote::No,
-        Err(_) => Vote::Failed,
     }
 }
 

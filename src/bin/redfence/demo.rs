@@ -191,7 +191,12 @@ pub(crate) async fn demo(args: DemoArgs) -> ExitCode {
         })
     });
 
-    script(&cluster, &demo, Duration::from_secs(args.seconds)).await;
+    // Ctrl-C, a closed terminal or a kill must not leave the nodes running: stop the
+    // workers and fall through to the end, where dropping the clusters kills them.
+    let interrupted = tokio::select! {
+        () = script(&cluster, &demo, Duration::from_secs(args.seconds)) => false,
+        () = interrupted() => true,
+    };
     demo.stop.store(true, Ordering::SeqCst);
     for t in tasks {
         let _ = t.await;
@@ -200,7 +205,27 @@ pub(crate) async fn demo(args: DemoArgs) -> ExitCode {
         let _ = p.await;
         demo.render();
     }
+    if interrupted {
+        // The clusters drop (and their nodes die) on the way out.
+        return fail(130, "interrupted; the demo's nodes are stopped");
+    }
     summary(&demo).await
+}
+
+/// Resolves on SIGINT, SIGTERM or SIGHUP (never, if they cannot be watched).
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let kinds = [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ];
+    let mut streams: Vec<_> = kinds.into_iter().filter_map(|k| signal(k).ok()).collect();
+    if streams.is_empty() {
+        return std::future::pending().await;
+    }
+    let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
+    futures::future::select_all(waits).await;
 }
 
 /// The faults, at fixed points of the run.
