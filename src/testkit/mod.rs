@@ -257,6 +257,19 @@ struct State {
     clock: Option<f64>,
 }
 
+impl State {
+    /// SIGKILLs and reaps node `i`'s process, if it runs.
+    fn stop(&mut self, i: usize) -> Result<(), Error> {
+        if let Some(mut child) = self.child.take() {
+            reap(&mut child).map_err(|source| Error::Io {
+                what: format!("kill node {i}"),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 struct NodeProc {
     port: u16,
     dir: PathBuf,
@@ -356,15 +369,7 @@ impl Cluster {
     ///
     /// [`Error::NoSuchNode`]; [`Error::Io`] if the kill fails.
     pub fn kill(&self, i: usize) -> Result<(), Error> {
-        let node = self.node(i)?;
-        let mut state = node.lock();
-        if let Some(mut child) = state.child.take() {
-            reap(&mut child).map_err(|source| Error::Io {
-                what: format!("kill node {i}"),
-                source,
-            })?;
-        }
-        Ok(())
+        self.node(i)?.lock().stop(i)
     }
 
     /// Freezes node `i` with `SIGSTOP`: connections are still accepted, nothing answers.
@@ -436,12 +441,7 @@ impl Cluster {
     ) -> Result<(), Error> {
         let node = self.node(i)?;
         let mut state = node.lock();
-        if let Some(mut child) = state.child.take() {
-            reap(&mut child).map_err(|source| Error::Io {
-                what: format!("kill node {i}"),
-                source,
-            })?;
-        }
+        state.stop(i)?;
         if persistence == Persistence::None {
             // Start empty, as a node without persistence does after a crash.
             let _ = fs::remove_dir_all(node.dir.join("appendonlydir"));
