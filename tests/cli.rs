@@ -156,8 +156,16 @@ async fn a_missing_command_is_127_and_releases() {
 fn losing_the_lock_stops_the_command() {
     let c = cluster(5);
     let marker = scratch("term");
+    let grandchild = marker.with_file_name("grandchild");
+    let worker = Worker(marker.with_file_name("worker.pid"), grandchild.clone());
+    // The command starts a worker of its own: the loss must stop it too (the signal goes
+    // to the command's process group).
     let script = format!(
-        "trap 'echo terminated > {}; exit 0' TERM; while true; do sleep 0.05; done",
+        "sh -c \"trap 'echo terminated > {}; exit 0' TERM; while true; do sleep 0.05; done\" & \
+         echo $! > {}; \
+         trap 'echo terminated > {}; exit 0' TERM; while true; do sleep 0.05; done",
+        grandchild.display(),
+        worker.0.display(),
         marker.display()
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_redfence"))
@@ -166,6 +174,8 @@ fn losing_the_lock_stops_the_command() {
             "run", "--ttl", "1s", "--grace", "5s", "job", "--", "sh", "-c", &script,
         ])
         .stdin(Stdio::null())
+        // Not the harness's stdout: a worker left running would hold it open.
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -193,6 +203,15 @@ fn losing_the_lock_stops_the_command() {
     for i in [1, 2, 3] {
         c.resume(i).unwrap();
     }
+    // Checked before reading stderr: a surviving worker would hold the pipe open.
+    let start = Instant::now();
+    while !grandchild.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the command's own worker kept running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(77), "{err}");
@@ -201,6 +220,22 @@ fn losing_the_lock_stops_the_command() {
         std::fs::read_to_string(&marker).unwrap().trim(),
         "terminated"
     );
+    drop(worker);
+}
+
+/// The test command's own worker (PID file, exit marker): stopped by PID if it is still
+/// running when the test ends, so a failing test does not leave it behind.
+struct Worker(PathBuf, PathBuf);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.1.exists() {
+            return;
+        }
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! `redfence run NAME -- CMD`: hold a lock while a command runs.
 
 use std::process::{ExitCode, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use nix::sys::signal::{Signal, kill};
@@ -16,9 +16,12 @@ pub(crate) const AFTER_HELP: &str = "\
 The command runs with REDFENCE_LOCK (the name), REDFENCE_TOKEN (the fencing token: pass
 it to every write) and REDFENCE_VALIDITY_MS in its environment. A watchdog keeps the
 lock alive while it runs; it is released when the command exits, and redfence exits
-with the command's status. If the lock is lost, the command gets SIGTERM, then SIGKILL
-after --grace, and redfence exits with 77. SIGINT and SIGTERM sent to redfence are
-passed on to the command.
+with the command's status. The command runs in a process group of its own (as with
+timeout(1)), so signals reach everything it starts. If the lock is lost, the group gets
+SIGTERM, then SIGKILL after --grace (cut short to what is left of the lock's validity),
+and redfence exits with 77. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to redfence are
+passed on to the group. If redfence itself is killed with SIGKILL, the command is not
+stopped: its lock expires with the TTL, and only the fencing token protects its writes.
 
 Examples:
   redfence run --nodes redis://h1:6379,redis://h2:6379,redis://h3:6379 reindex -- ./reindex.sh
@@ -57,14 +60,57 @@ fn status_code(status: ExitStatus) -> u8 {
     }
 }
 
+/// Signals the command's whole process group (it leads it: see `process_group(0)`).
 fn signal_child(child: &Child, sig: Signal) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // The child may have exited in the meantime: nothing to do then.
-        let _ = kill(Pid::from_raw(pid), sig);
+        // The whole group; failing that, at least the command itself (a SIGKILL that
+        // reached nothing would leave us waiting for it forever). Either may be gone in
+        // the meantime: nothing to do then.
+        if kill(Pid::from_raw(-pid), sig).is_err() {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+    }
+}
+
+/// The signals passed on to the command.
+struct Forwarded {
+    streams: Vec<(Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Forwarded {
+    /// Listening starts before the lock is taken, so no signal in between kills redfence
+    /// (and leaves the command running unsupervised).
+    fn new() -> Option<Self> {
+        let kinds = [
+            (Signal::SIGINT, SignalKind::interrupt()),
+            (Signal::SIGTERM, SignalKind::terminate()),
+            (Signal::SIGHUP, SignalKind::hangup()),
+            (Signal::SIGQUIT, SignalKind::quit()),
+        ];
+        let mut streams = Vec::new();
+        for (sig, kind) in kinds {
+            streams.push((sig, signal(kind).ok()?));
+        }
+        Some(Self { streams })
+    }
+
+    /// The next signal received.
+    async fn next(&mut self) -> Signal {
+        let waits = self
+            .streams
+            .iter_mut()
+            .map(|(sig, s)| Box::pin(async move { s.recv().await.map(|_| *sig) }));
+        match futures::future::select_all(waits).await.0 {
+            Some(sig) => sig,
+            None => std::future::pending().await,
+        }
     }
 }
 
 pub(crate) async fn run(args: RunArgs) -> ExitCode {
+    let Some(mut forwarded) = Forwarded::new() else {
+        return fail(1, "cannot listen for signals");
+    };
     let client = match Client::builder()
         .nodes(args.nodes.nodes)
         .ttl(args.ttl)
@@ -98,6 +144,7 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
             guard.validity().as_millis().to_string(),
         )
         .stdin(Stdio::inherit())
+        .process_group(0)
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
@@ -111,37 +158,47 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
             return fail(status, format!("cannot run {program:?}: {e}"));
         }
     };
-    supervise(&mut child, guard, &args.name, args.grace).await
+    supervise(&mut child, guard, &args.name, args.grace, &mut forwarded).await
 }
 
-/// Waits for the command, passing on SIGINT/SIGTERM, and stops it if the lock is lost.
-async fn supervise(child: &mut Child, guard: LockGuard, name: &str, grace: Duration) -> ExitCode {
-    let (Ok(mut sigint), Ok(mut sigterm)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        signal_child(child, Signal::SIGKILL);
-        let _ = guard.release().await;
-        return fail(1, "cannot listen for signals");
-    };
+/// Waits for the command, passing on signals, and stops it if the lock is lost.
+async fn supervise(
+    child: &mut Child,
+    guard: LockGuard,
+    name: &str,
+    grace: Duration,
+    forwarded: &mut Forwarded,
+) -> ExitCode {
     let outcome = loop {
         tokio::select! {
+            // A loss wins a tie with the command's exit: its status would hide it.
+            biased;
+            reason = guard.lost() => break Err(reason.to_string()),
             status = child.wait() => break Ok(status),
-            reason = guard.lost() => break Err(reason),
-            _ = sigint.recv() => signal_child(child, Signal::SIGINT),
-            _ = sigterm.recv() => signal_child(child, Signal::SIGTERM),
+            sig = forwarded.next() => signal_child(child, sig),
         }
     };
     match outcome {
         Ok(status) => {
-            let _ = guard.release().await;
-            match status {
-                Ok(s) => ExitCode::from(status_code(s)),
-                Err(e) => fail(1, format!("lost track of the command: {e}")),
+            let code = match status {
+                Ok(s) => status_code(s),
+                Err(e) => return fail(1, format!("lost track of the command: {e}")),
+            };
+            match guard.release().await {
+                // A majority said the lock was no longer ours: the command ran (at
+                // least in part) without it.
+                Ok(false) => fail(
+                    exit::LOST,
+                    format!("lock {name:?} was lost while the command ran (found at release)"),
+                ),
+                Ok(true) | Err(_) => ExitCode::from(code),
             }
         }
         Err(reason) => {
             eprintln!("redfence: lock {name:?} lost ({reason}); stopping the command");
+            // The group must be gone before another holder can start: never wait past
+            // what is left of the validity.
+            let grace = grace.min(guard.deadline().saturating_duration_since(Instant::now()));
             signal_child(child, Signal::SIGTERM);
             if tokio::time::timeout(grace, child.wait()).await.is_err() {
                 signal_child(child, Signal::SIGKILL);
