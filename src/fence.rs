@@ -33,7 +33,7 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::scripts::FENCED_WRITE;
+use crate::scripts::{FENCED_WRITE, hash_tag};
 
 /// A fencing token: strictly greater than every token handed out before it for the same
 /// resource, by any client, as long as the nodes keep acknowledged writes (AOF with
@@ -127,9 +127,10 @@ pub enum StoreError {
 /// A Redis-backed store whose writes are fenced: a value for a key is stored only when its
 /// token is at least the highest token seen for that key, atomically (one Lua script).
 ///
-/// Each key is a hash `{prefix}:{key}` with fields `value` and `fence`. This is storage
-/// for the data the lock protects, so it usually lives on another Redis than the lock
-/// nodes.
+/// Each key is a hash `<prefix>:{<key>}:data` with fields `value` and `fence`. The braces
+/// are a Redis hash tag around the escaped key, as for locks, so the data and its audit log
+/// `<prefix>:{<key>}:log` share a slot and no key collides with another's log. This is storage for the data the lock
+/// protects, so it usually lives on another Redis than the lock nodes.
 ///
 /// ```no_run
 /// # async fn demo(client: redfence::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -192,7 +193,7 @@ impl RedisFencedStore {
         self
     }
 
-    /// Also appends every accepted token to a list `{prefix}:{key}:log`, in the order the
+    /// Also appends every accepted token to a list `<prefix>:{<key>}:log`, in the order the
     /// store accepted them, so a test can audit that it never went backwards
     /// ([`accepted_log`](Self::accepted_log)). Off by default.
     #[must_use]
@@ -202,11 +203,11 @@ impl RedisFencedStore {
     }
 
     fn data_key(&self, key: &str) -> String {
-        format!("{}:{key}", self.prefix)
+        format!("{}:{{{}}}:data", self.prefix, hash_tag(key))
     }
 
     fn log_key(&self, key: &str) -> String {
-        format!("{}:{key}:log", self.prefix)
+        format!("{}:{{{}}}:log", self.prefix, hash_tag(key))
     }
 
     /// Stores `value` under `key` if `token` is at least the highest token seen for it.

@@ -44,21 +44,28 @@ pub(crate) struct Keys {
 
 impl Keys {
     pub(crate) fn new(prefix: &str, resource: &str) -> Self {
-        let mut tag = String::with_capacity(resource.len());
-        for c in resource.chars() {
-            match c {
-                '%' => tag.push_str("%25"),
-                '{' => tag.push_str("%7B"),
-                '}' => tag.push_str("%7D"),
-                c => tag.push(c),
-            }
-        }
+        let tag = hash_tag(resource);
         Self {
             lock: format!("{prefix}:{{{tag}}}:lock"),
             fence: format!("{prefix}:{{{tag}}}:fence"),
             released: format!("{prefix}:{{{tag}}}:released"),
         }
     }
+}
+
+/// `name` escaped for use inside a `{…}` hash tag: `%` → `%25`, `{` → `%7B`, `}` → `%7D`.
+/// Distinct names stay distinct, and the tag stays intact whatever the name contains.
+pub(crate) fn hash_tag(name: &str) -> String {
+    let mut tag = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => tag.push_str("%25"),
+            '{' => tag.push_str("%7B"),
+            '}' => tag.push_str("%7D"),
+            c => tag.push(c),
+        }
+    }
+    tag
 }
 
 #[cfg(test)]

@@ -116,11 +116,23 @@ async fn racing_writers_never_go_backwards() {
     assert_eq!(s.read("race").await.unwrap().unwrap().token, t(max));
 }
 
+/// A key named like another key's audit log does not collide with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_logs_do_not_collide() {
+    let cluster = Cluster::start(1).unwrap();
+    let s = store(&cluster).await;
+    assert!(s.write("x:log", t(1), b"a").await.unwrap().is_accepted());
+    assert!(s.write("x", t(1), b"b").await.unwrap().is_accepted());
+    assert!(s.write("x}:log", t(1), b"c").await.unwrap().is_accepted());
+    assert_eq!(s.read("x").await.unwrap().unwrap().value, b"b");
+    assert_eq!(s.accepted_log("x").await.unwrap(), vec![t(1)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_key_is_an_error_not_a_verdict() {
     let cluster = Cluster::start(1).unwrap();
     let s = store(&cluster).await;
-    support::cmd::<()>(&cluster, 0, &["SET", "fenced:users", "not a hash"]).await;
+    support::cmd::<()>(&cluster, 0, &["SET", "fenced:{users}:data", "not a hash"]).await;
     let err = s.write("users", t(1), b"x").await.unwrap_err();
     assert!(matches!(err, StoreError::Redis(_)), "{err:?}");
     assert!(s.read("users").await.is_err());
