@@ -14,7 +14,7 @@ use crate::lock::Client;
 use crate::quorum::{self, Decision, Vote};
 use crate::round::{decided, finish_in_background, no_quorum, run_round};
 use crate::scripts::Keys;
-use crate::watchdog::Watchdog;
+use crate::watchdog::{Watchdog, loss_margin};
 
 /// What a lock is doing now, as its guard's [`state`](LockGuard::state) channel reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +29,8 @@ pub enum LockState {
     Lost {
         /// Why.
         reason: LossReason,
-        /// When the loss was published; never after the last `Held` deadline.
+        /// When the loss was published: a margin (2 % of the TTL, at least 2 ms) before the
+        /// last `Held` deadline, unless the runtime was starved for longer than that.
         at: Instant,
     },
     /// Released by its guard. Final.
@@ -127,6 +128,18 @@ impl Shared {
         });
     }
 
+    /// Held becomes Released; a loss stays published (Lost is final).
+    fn mark_released(&self) {
+        self.state.send_if_modified(|s| {
+            if matches!(s, LockState::Held { .. }) {
+                *s = LockState::Released;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
     fn lost_error(&self, reason: LossReason) -> Error {
         Error::Lost {
             resource: self.resource.clone(),
@@ -209,7 +222,7 @@ impl Shared {
     /// Deletes the lock on all N nodes; true when a quorum still held it.
     pub(crate) async fn release(&self) -> Result<bool, Error> {
         self.ended.store(true, Ordering::SeqCst);
-        self.state.send_replace(LockState::Released);
+        self.mark_released();
         let nodes = self.client.nodes();
         let n = nodes.len();
         let calls: FuturesUnordered<_> = nodes
@@ -338,6 +351,15 @@ impl LockGuard {
     /// ```
     pub async fn lost(&self) -> LossReason {
         let mut rx = self.shared.state.subscribe();
+        // The backstop publishes a margin ahead of the deadline, like the watchdog; with a
+        // watchdog it waits for half that margin so the watchdog, which knows the reason
+        // (say, which nodes timed out), publishes first.
+        let margin = loss_margin(self.shared.ttl);
+        let margin = if self.has_watchdog() {
+            margin / 2
+        } else {
+            margin
+        };
         loop {
             // Cloned, so no borrow of the channel is held across an await (which would
             // also make this future, and `Client::run`, not `Send`).
@@ -355,7 +377,9 @@ impl LockGuard {
                         return std::future::pending().await;
                     }
                 }
-                () = tokio::time::sleep_until(deadline.into()) => {
+                () = tokio::time::sleep_until(
+                    deadline.checked_sub(margin).unwrap_or(deadline).into()
+                ) => {
                     self.shared.publish_lost(LossReason::ValidityElapsed);
                 }
             }
@@ -420,7 +444,7 @@ impl Drop for LockGuard {
             return;
         }
         self.shared.ended.store(true, Ordering::SeqCst);
-        self.shared.state.send_replace(LockState::Released);
+        self.shared.mark_released();
         // Never block here: release on the runtime if there is one, else the TTL expires
         // the keys.
         if tokio::runtime::Handle::try_current().is_ok() {

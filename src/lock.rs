@@ -335,6 +335,14 @@ impl Client {
             resource: resource.to_owned(),
             reason,
         };
+        // Work that finished past the deadline (a runtime too busy for the watchdog to run,
+        // or work that blocked inside a poll) overran the lock, whatever release says.
+        let outcome = match outcome {
+            Ok(_) if Instant::now() >= guard.deadline() || guard.validity().is_zero() => {
+                Err(LossReason::ValidityElapsed)
+            }
+            other => other,
+        };
         match outcome {
             Ok(value) => match guard.release().await {
                 // Release failures leave keys to expire; the watchdog had proven the lock

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use redis::aio::PubSubSink;
@@ -20,7 +20,13 @@ struct NodeSub {
     client: redis::Client,
     /// The subscription connection, once open; `None` after it dropped.
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// After a timeout, the node is skipped until then, so a frozen node does not make
+    /// every new resource's subscription queue up behind it.
+    skip_until: Mutex<Option<Instant>>,
 }
+
+/// How long a node that timed out is left alone.
+const SKIP: Duration = Duration::from_secs(1);
 
 /// Waiters of one resource on this client.
 struct Channel {
@@ -59,6 +65,7 @@ impl Wakeups {
                 .map(|client| NodeSub {
                     client,
                     sink: tokio::sync::Mutex::new(None),
+                    skip_until: Mutex::new(None),
                 })
                 .collect(),
             channels: Mutex::new(HashMap::new()),
@@ -105,53 +112,81 @@ impl Wakeups {
     /// each checks the waiters as they are then, so a late unsubscribe cannot undo a newer
     /// waiter's subscription.
     async fn subscribe(self: &Arc<Self>, i: usize, channel: &str) {
+        if self.skipped(i) {
+            return;
+        }
         let mut slot = self.nodes[i].sink.lock().await;
         if !self.lock().contains_key(channel) {
             return; // its waiters left already
         }
-        if let Some(sink) = self.connect(i, &mut slot).await {
+        if let Some(mut sink) = self.connect(i, &mut slot).await {
             // A node without pub/sub (or too slow) leaves its waiters on the retry delay.
-            let mut sink = sink;
-            let _ = tokio::time::timeout(self.timeout, sink.subscribe(channel)).await;
+            if tokio::time::timeout(self.timeout, sink.subscribe(channel))
+                .await
+                .is_err()
+            {
+                self.skip(i);
+            }
         }
+    }
+
+    fn skipped(&self, i: usize) -> bool {
+        let until = *self.nodes[i]
+            .skip_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        until.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn skip(&self, i: usize) {
+        *self.nodes[i]
+            .skip_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + SKIP);
     }
 
     /// Node `i`'s subscription connection (its lock held by the caller). A new one
     /// subscribes every channel that has waiters (after a reconnect, those subscriptions
     /// were lost with the old one).
-    async fn connect(
-        self: &Arc<Self>,
+    // Boxed: the reader task it spawns may reconnect through it again, and a recursive
+    // `async fn` type cannot be proven `Send`.
+    fn connect<'a>(
+        self: &'a Arc<Self>,
         i: usize,
-        slot: &mut Option<PubSubSink>,
-    ) -> Option<PubSubSink> {
-        if let Some(sink) = &*slot {
-            return Some(sink.clone());
-        }
-        let pubsub = tokio::time::timeout(self.timeout, self.nodes[i].client.get_async_pubsub())
-            .await
-            .ok()?
-            .ok()?;
-        let (mut sink, mut stream) = pubsub.split();
-        let (weak, mut alive) = (Arc::downgrade(self), self.alive.subscribe());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    msg = stream.next() => match (msg, weak.upgrade()) {
-                        (Some(msg), Some(w)) => w.notify(msg.get_channel_name()),
-                        _ => break,
-                    },
-                    // The client is gone.
-                    _ = alive.changed() => return,
-                }
+        slot: &'a mut Option<PubSubSink>,
+    ) -> futures::future::BoxFuture<'a, Option<PubSubSink>> {
+        Box::pin(async move {
+            if let Some(sink) = &*slot {
+                return Some(sink.clone());
             }
-            forget(&weak, i).await;
-        });
-        let active: Vec<String> = self.lock().keys().cloned().collect();
-        for channel in active {
-            let _ = tokio::time::timeout(self.timeout, sink.subscribe(&channel)).await;
-        }
-        *slot = Some(sink.clone());
-        Some(sink)
+            let opened =
+                tokio::time::timeout(self.timeout, self.nodes[i].client.get_async_pubsub()).await;
+            let Ok(Ok(pubsub)) = opened else {
+                self.skip(i);
+                return None;
+            };
+            let (mut sink, mut stream) = pubsub.split();
+            let (weak, mut alive) = (Arc::downgrade(self), self.alive.subscribe());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        msg = stream.next() => match (msg, weak.upgrade()) {
+                            (Some(msg), Some(w)) => w.notify(msg.get_channel_name()),
+                            _ => break,
+                        },
+                        // The client is gone.
+                        _ = alive.changed() => return,
+                    }
+                }
+                forget(&weak, i).await;
+            });
+            let active: Vec<String> = self.lock().keys().cloned().collect();
+            for channel in active {
+                let _ = tokio::time::timeout(self.timeout, sink.subscribe(&channel)).await;
+            }
+            *slot = Some(sink.clone());
+            Some(sink)
+        })
     }
 
     fn notify(&self, channel: &str) {
@@ -178,7 +213,8 @@ impl Wakeups {
         if last && tokio::runtime::Handle::try_current().is_ok() {
             let (me, channel) = (Arc::clone(self), channel.to_owned());
             tokio::spawn(async move {
-                for node in &me.nodes {
+                // Every node at once: a slow one must not hold up the others.
+                let each = me.nodes.iter().map(|node| async {
                     let slot = node.sink.lock().await;
                     // A new waiter may have come since: then the subscription stays.
                     if me.lock().contains_key(&channel) {
@@ -187,16 +223,31 @@ impl Wakeups {
                     if let Some(mut sink) = slot.clone() {
                         let _ = tokio::time::timeout(me.timeout, sink.unsubscribe(&channel)).await;
                     }
-                }
+                });
+                futures::future::join_all(each).await;
             });
         }
     }
 }
 
-/// The connection of node `i` dropped: forget it, so the next waiter reconnects.
+/// The connection of node `i` dropped: forget it, then reconnect (which resubscribes
+/// every channel with waiters), once a second while there are waiters and the client lives.
 async fn forget(weak: &Weak<Wakeups>, i: usize) {
-    if let Some(w) = weak.upgrade() {
-        w.nodes[i].sink.lock().await.take();
+    loop {
+        let Some(w) = weak.upgrade() else { return };
+        let mut slot = w.nodes[i].sink.lock().await;
+        slot.take();
+        if w.lock().is_empty() || w.connect(i, &mut slot).await.is_some() {
+            return;
+        }
+        let mut alive = w.alive.subscribe();
+        drop(slot);
+        drop(w);
+        tokio::select! {
+            () = tokio::time::sleep(SKIP) => {}
+            // The client is gone.
+            _ = alive.changed() => return,
+        }
     }
 }
 

@@ -22,10 +22,11 @@ pub(crate) struct Plan {
 }
 
 /// How long before the deadline the watchdog gives up and publishes the loss: 2 % of the
-/// TTL, at least 1 ms. Timers fire a little late and the publication takes a moment; the
-/// margin keeps the loss ahead of the deadline it promised.
+/// TTL, at least 2 ms (two ticks of tokio's timer). Timers fire a little late and the
+/// publication takes a moment; the margin keeps the loss ahead of the deadline it
+/// promised, as long as the runtime is not starved for longer.
 pub(crate) fn loss_margin(ttl: Duration) -> Duration {
-    (ttl / 50).max(Duration::from_millis(1))
+    (ttl / 50).max(Duration::from_millis(2))
 }
 
 /// The task's handle: dropping it aborts the task, so a watchdog never outlives its guard.

@@ -143,6 +143,36 @@ async fn the_runner_cancels_work_when_the_lock_is_lost() {
     assert_eq!(c.active_watchdogs(), 0);
 }
 
+/// Work that blocks its thread (here a one-thread runtime, so the watchdog cannot run)
+/// past the validity deadline has overrun the lock, even if the keys, kept a while longer
+/// by the drift allowance, are still there to release: `run` reports the loss, not the
+/// value.
+#[tokio::test]
+async fn the_runner_reports_work_that_overran_the_deadline() {
+    let cluster = cluster(5);
+    // A wide drift allowance: the local deadline is ~0.7 s, the keys live 1 s.
+    let c = short(&cluster).drift_factor(0.3).build().unwrap();
+    let result = c
+        .run("overrun", async |guard| {
+            let past = guard.validity() + Duration::from_millis(100);
+            std::thread::sleep(past);
+            guard.token()
+        })
+        .await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Lost {
+                reason: LossReason::ValidityElapsed,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(c.active_watchdogs(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_deleted_behind_the_holders_back_are_reported_as_not_owner() {
     let cluster = cluster(5);
