@@ -259,6 +259,9 @@ impl Client {
             let Some(left) = wait.checked_sub(start.elapsed()).filter(|l| !l.is_zero()) else {
                 break last;
             };
+            // Subscribed only now that there is something to wait for; a release before
+            // the subscription is in place is covered by the wake-up that follows it.
+            releases.listen();
             let pause = jittered(s.retry_delay, s.retry_jitter).min(left);
             // No sleep after a wake-up: tokio's timers tick in milliseconds, so even a
             // sub-millisecond spread would cost a whole tick. The client's own waiters

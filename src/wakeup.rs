@@ -31,6 +31,9 @@ const SKIP: Duration = Duration::from_secs(1);
 /// Waiters of one resource on this client.
 struct Channel {
     waiters: usize,
+    /// Subscribed on the nodes (or being subscribed): only once a waiter has to wait, so
+    /// an uncontended acquisition costs no pub/sub traffic at all.
+    subscribed: bool,
     /// Bumped on every release message, from any node.
     releases: watch::Sender<u64>,
     /// The client's waiters of this resource take turns, first come first served: only
@@ -78,33 +81,52 @@ impl Wakeups {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts waiting for releases of `channel`; subscribes on every node in the
-    /// background the first time.
+    /// Registers a waiter of `channel` (for its turn); nothing goes to the nodes until it
+    /// [`listen`](Waiter::listen)s.
     pub(crate) fn watch(self: &Arc<Self>, channel: &str) -> Waiter {
-        let (rx, turn, first) = {
+        let (rx, turn) = {
             let mut map = self.lock();
-            let first = !map.contains_key(channel);
             let ch = map.entry(channel.to_owned()).or_insert_with(|| Channel {
                 waiters: 0,
+                subscribed: false,
                 releases: watch::Sender::new(0),
                 turn: Arc::new(tokio::sync::Mutex::new(())),
             });
             ch.waiters += 1;
-            (ch.releases.subscribe(), Arc::clone(&ch.turn), first)
+            (ch.releases.subscribe(), Arc::clone(&ch.turn))
         };
-        if first {
-            let (me, channel) = (Arc::clone(self), channel.to_owned());
-            tokio::spawn(async move {
-                let subscribe = (0..me.nodes.len()).map(|i| me.subscribe(i, &channel));
-                futures::future::join_all(subscribe).await;
-            });
-        }
         Waiter {
             wakeups: Arc::clone(self),
             channel: channel.to_owned(),
             rx,
             turn,
         }
+    }
+
+    /// Subscribes `channel` on every node in the background, unless that is done or under
+    /// way. When the subscriptions are in place the waiters are woken once: a release
+    /// announced before then was not heard, and the lock may be free already.
+    fn listen(self: &Arc<Self>, channel: &str) {
+        let start = match self.lock().get_mut(channel) {
+            Some(ch) if !ch.subscribed => {
+                ch.subscribed = true;
+                true
+            }
+            _ => false,
+        };
+        if start {
+            let (me, channel) = (Arc::clone(self), channel.to_owned());
+            tokio::spawn(async move {
+                let subscribe = (0..me.nodes.len()).map(|i| me.subscribe(i, &channel));
+                futures::future::join_all(subscribe).await;
+                me.notify(&channel);
+            });
+        }
+    }
+
+    /// Whether `channel` should be subscribed on the nodes now.
+    fn wanted(&self, channel: &str) -> bool {
+        self.lock().get(channel).is_some_and(|ch| ch.subscribed)
     }
 
     /// Subscribes `channel` on node `i`, opening its connection first if needed.
@@ -116,10 +138,13 @@ impl Wakeups {
             return;
         }
         let mut slot = self.nodes[i].sink.lock().await;
-        if !self.lock().contains_key(channel) {
+        if !self.wanted(channel) {
             return; // its waiters left already
         }
-        if let Some(mut sink) = self.connect(i, &mut slot).await {
+        if slot.is_none() {
+            // A new connection subscribes every wanted channel, this one included.
+            self.connect(i, &mut slot).await;
+        } else if let Some(mut sink) = slot.clone() {
             // A node without pub/sub (or too slow) leaves its waiters on the retry delay.
             if tokio::time::timeout(self.timeout, sink.subscribe(channel))
                 .await
@@ -146,8 +171,8 @@ impl Wakeups {
     }
 
     /// Node `i`'s subscription connection (its lock held by the caller). A new one
-    /// subscribes every channel that has waiters (after a reconnect, those subscriptions
-    /// were lost with the old one).
+    /// subscribes every channel whose waiters listen (after a reconnect, those
+    /// subscriptions were lost with the old one).
     // Boxed: the reader task it spawns may reconnect through it again, and a recursive
     // `async fn` type cannot be proven `Send`.
     fn connect<'a>(
@@ -180,7 +205,12 @@ impl Wakeups {
                 }
                 forget(&weak, i).await;
             });
-            let active: Vec<String> = self.lock().keys().cloned().collect();
+            let active: Vec<String> = self
+                .lock()
+                .iter()
+                .filter(|(_, ch)| ch.subscribed)
+                .map(|(name, _)| name.clone())
+                .collect();
             for channel in active {
                 let _ = tokio::time::timeout(self.timeout, sink.subscribe(&channel)).await;
             }
@@ -196,6 +226,7 @@ impl Wakeups {
     }
 
     fn leave(self: &Arc<Self>, channel: &str) {
+        // True when the last waiter leaves a subscribed channel.
         let last = {
             let mut map = self.lock();
             match map.get_mut(channel) {
@@ -203,10 +234,7 @@ impl Wakeups {
                     ch.waiters -= 1;
                     false
                 }
-                Some(_) => {
-                    map.remove(channel);
-                    true
-                }
+                Some(_) => map.remove(channel).is_some_and(|ch| ch.subscribed),
                 None => false,
             }
         };
@@ -216,8 +244,8 @@ impl Wakeups {
                 // Every node at once: a slow one must not hold up the others.
                 let each = me.nodes.iter().map(|node| async {
                     let slot = node.sink.lock().await;
-                    // A new waiter may have come since: then the subscription stays.
-                    if me.lock().contains_key(&channel) {
+                    // A new waiter may listen since: then the subscription stays.
+                    if me.wanted(&channel) {
                         return;
                     }
                     if let Some(mut sink) = slot.clone() {
@@ -231,13 +259,15 @@ impl Wakeups {
 }
 
 /// The connection of node `i` dropped: forget it, then reconnect (which resubscribes
-/// every channel with waiters), once a second while there are waiters and the client lives.
+/// every channel whose waiters listen), once a second while there are such waiters and the
+/// client lives.
 async fn forget(weak: &Weak<Wakeups>, i: usize) {
     loop {
         let Some(w) = weak.upgrade() else { return };
         let mut slot = w.nodes[i].sink.lock().await;
         slot.take();
-        if w.lock().is_empty() || w.connect(i, &mut slot).await.is_some() {
+        let listening = w.lock().values().any(|ch| ch.subscribed);
+        if !listening || w.connect(i, &mut slot).await.is_some() {
             return;
         }
         let mut alive = w.alive.subscribe();
@@ -264,6 +294,12 @@ impl Waiter {
     /// the turn lasts until the returned guard is dropped.
     pub(crate) async fn turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
         Arc::clone(&self.turn).lock_owned().await
+    }
+
+    /// Subscribes the resource's release announcements on the nodes, if this client does
+    /// not yet: call it when an attempt failed and the waiter is about to wait.
+    pub(crate) fn listen(&self) {
+        self.wakeups.listen(&self.channel);
     }
 
     /// Forgets the releases seen so far; call it before each attempt, so that a release

@@ -175,3 +175,47 @@ async fn waiters_share_one_subscription() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// SUBSCRIBE commands node `i` has served (`INFO commandstats`).
+async fn subscribe_calls(cluster: &Cluster, i: usize) -> u64 {
+    let info = support::cmd::<String>(cluster, i, &["INFO", "commandstats"]).await;
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_subscribe:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A lock that is free costs no pub/sub: the client subscribes only once it has to wait,
+/// and then once per node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_waiting_subscribes() {
+    let c = cluster(3);
+    let client = c.client_builder().build().unwrap();
+    for k in 0..20 {
+        let g = client.acquire(&format!("free-{k}")).await.unwrap();
+        g.release().await.unwrap();
+    }
+    let held = client.acquire("busy").await.unwrap();
+    for i in 0..3 {
+        assert_eq!(subscribe_calls(&c, i).await, 0, "node {i}");
+    }
+    // Now someone waits: one subscription per node.
+    let waiter = client.clone();
+    let task = tokio::spawn(async move { waiter.acquire("busy").await.map(|g| g.token()) });
+    let start = Instant::now();
+    for i in 0..3 {
+        while subscribers(&c, i, "busy").await < 1 {
+            assert!(start.elapsed() < Duration::from_secs(5), "never subscribed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(subscribe_calls(&c, i).await, 1, "node {i}");
+    }
+    let first = held.token();
+    held.release().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("not woken")
+        .unwrap()
+        .unwrap();
+    assert!(next > first);
+}
