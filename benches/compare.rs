@@ -51,13 +51,17 @@ struct Row {
 /// CPU time (user + system) of a process, from /proc (Linux; zero elsewhere).
 fn cpu_of(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu(&stat)
+}
+
+/// utime + stime of a `/proc/*/stat` line, in clock ticks of 10 ms. After the command
+/// name come the state (field 3), then numbers, some of which may be negative (tpgid is
+/// -1 without a terminal): utime and stime are fields 14 and 15, 11 and 12 after it.
+fn stat_cpu(stat: &str) -> Duration {
     let after = stat.rsplit(')').next().unwrap_or("");
-    // The state field is not numeric and drops out, so utime and stime are 10 and 11.
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    Duration::from_millis((f.get(10).unwrap_or(&0) + f.get(11).unwrap_or(&0)) * 10)
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((field(11) + field(12)) * 10)
 }
 
 // ---------------------------------------------------------------- contenders
@@ -455,17 +459,6 @@ async fn contended(cs: &[Contender], window: Duration, rtt_us: f64) -> Vec<Row> 
 
 /// 1,000 locks held by watchdogs (TTL 3 s): client CPU per wall second and memory.
 async fn watchdogs(cluster: &Cluster, hold: Duration) -> Row {
-    fn cpu() -> Duration {
-        // utime + stime of this process, in clock ticks (100 Hz on Linux).
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<u64> = after
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        // Fields after the command: state is not numeric, so utime/stime are 11 and 12 here.
-        Duration::from_millis((f.get(10).unwrap_or(&0) + f.get(11).unwrap_or(&0)) * 10)
-    }
     fn rss_kib() -> u64 {
         let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         s.lines()
@@ -490,9 +483,9 @@ async fn watchdogs(cluster: &Cluster, hold: Duration) -> Row {
         guards.extend(got.into_iter().filter_map(|g| g.ok().flatten()));
     }
     let held = guards.len();
-    let (cpu0, t0) = (cpu(), Instant::now());
+    let (cpu0, t0) = (cpu_of("self"), Instant::now());
     tokio::time::sleep(hold).await;
-    let (cpu_used, wall) = (cpu() - cpu0, t0.elapsed());
+    let (cpu_used, wall) = (cpu_of("self") - cpu0, t0.elapsed());
     let rss1 = rss_kib();
     let lost = guards.iter().filter(|g| g.validity().is_zero()).count();
     join_all(guards.into_iter().map(|g| g.release())).await;
@@ -587,6 +580,14 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let json = args.iter().any(|a| a == "--json");
+    // `--only 2,3`: just those scenarios (for profiling one of them).
+    let only: Vec<u32> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    let run = |n: u32| only.is_empty() || only.contains(&n);
     let (rounds, per_round) = if quick { (5, 100) } else { (20, 250) };
     let window = if quick {
         Duration::from_secs(1)
@@ -606,28 +607,42 @@ fn main() {
         } else {
             Duration::from_secs(3)
         };
-        eprintln!("1: uncontended cycle");
-        rows.extend(uncontended("1 uncontended cycle", &cs, rounds, per_round, budget).await);
+        // Scenario 1 also gives the round trip that scenario 3's ceiling is based on.
+        if run(1) || run(3) {
+            eprintln!("1: uncontended cycle");
+            rows.extend(uncontended("1 uncontended cycle", &cs, rounds, per_round, budget).await);
+        }
         let rtt = rows
             .iter()
             .find(|r| r.contender == "raw")
             .map_or(200.0, |r| r.p50_us / 2.0);
-        eprintln!("2: 64 parallel keys");
-        let pids: Vec<u32> = (0..cluster.len()).filter_map(|i| cluster.pid(i)).collect();
-        rows.extend(parallel(&cs, if quick { 2 } else { 4 }, window, &pids).await);
-        eprintln!("3: contended");
-        rows.extend(contended(&cs, window * 2, rtt).await);
+        if run(2) {
+            eprintln!("2: 64 parallel keys");
+            let pids: Vec<u32> = (0..cluster.len()).filter_map(|i| cluster.pid(i)).collect();
+            rows.extend(parallel(&cs, if quick { 2 } else { 4 }, window, &pids).await);
+        }
+        if run(3) {
+            eprintln!("3: contended");
+            rows.extend(contended(&cs, window * 2, rtt).await);
+        }
+        if run(4) {
+            eprintln!("4: one node frozen");
+            cluster.pause(4).unwrap();
+            rows.extend(
+                uncontended("4 one node frozen", &cs, rounds / 2, per_round / 2, budget).await,
+            );
+            cluster.resume(4).unwrap();
+        }
+        if run(5) {
+            eprintln!("5: one node dead");
+            cluster.kill(4).unwrap();
+            rows.extend(
+                uncontended("5 one node dead", &cs, rounds / 2, per_round / 2, budget).await,
+            );
+            cluster.restart(4).unwrap();
+        }
 
-        eprintln!("4: one node frozen");
-        cluster.pause(4).unwrap();
-        rows.extend(uncontended("4 one node frozen", &cs, rounds / 2, per_round / 2, budget).await);
-        cluster.resume(4).unwrap();
-        eprintln!("5: one node dead");
-        cluster.kill(4).unwrap();
-        rows.extend(uncontended("5 one node dead", &cs, rounds / 2, per_round / 2, budget).await);
-        cluster.restart(4).unwrap();
-
-        for n in [3, 5, 7, 9] {
+        for n in [3, 5, 7, 9].into_iter().filter(|_| run(6)) {
             eprintln!("6: {n} nodes");
             let c = Cluster::start(n).unwrap();
             let cs = contenders(&c, false).await;
@@ -639,18 +654,20 @@ fn main() {
             };
             rows.extend(uncontended(name, &cs, rounds / 2, per_round / 2, budget).await);
         }
-        eprintln!("7: 1000 watchdogs");
-        rows.push(
-            watchdogs(
-                &cluster,
-                if quick {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::from_secs(30)
-                },
-            )
-            .await,
-        );
+        if run(7) {
+            eprintln!("7: 1000 watchdogs");
+            rows.push(
+                watchdogs(
+                    &cluster,
+                    if quick {
+                        Duration::from_secs(5)
+                    } else {
+                        Duration::from_secs(30)
+                    },
+                )
+                .await,
+            );
+        }
         print(&rows, json);
     });
 }

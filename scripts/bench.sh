@@ -5,14 +5,22 @@
 #   scripts/bench.sh            # full run (several minutes)
 #   scripts/bench.sh --quick    # every scenario briefly (under 3 minutes)
 #   scripts/bench.sh --json     # also one JSON object per line
+#   scripts/bench.sh --only 2,3 # just those scenarios (1 runs too for 3: its RTT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+prev=
 for a in "$@"; do
+  if [ "$prev" = --only ]; then
+    [[ "$a" =~ ^[1-7](,[1-7])*$ ]] || { echo "bench.sh: --only wants scenario numbers 1-7 like 2,3, not '$a'" >&2; exit 2; }
+    prev=; continue
+  fi
   case "$a" in
-    --quick|--json) ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    --quick|--json|--only) ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument '$a' (see --help)" >&2; exit 2 ;;
   esac
+  prev=$a
 done
+[ "$prev" != --only ] || { echo "bench.sh: --only needs scenario numbers, like --only 2,3" >&2; exit 2; }
 scripts/install-redis.sh
 exec cargo bench --locked --bench compare -- "$@"
