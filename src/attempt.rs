@@ -13,7 +13,7 @@ use crate::fence::FencingToken;
 use crate::guard::{GuardParts, LockGuard, Shared};
 use crate::lock::{Client, Plan};
 use crate::quorum::{self, Decision, TokenPlan, Vote};
-use crate::round::{Pending, decided, finish_in_background, no_quorum, run_round};
+use crate::round::{Pending, Released, decided, finish_in_background, no_quorum, run_round};
 use crate::scripts::Keys;
 use crate::watchdog::Watchdog;
 
@@ -35,6 +35,9 @@ impl Client {
         // for a won attempt, when its guard is released or dropped. Grants that arrive
         // after that are released at once.
         let ended = Arc::new(AtomicBool::new(false));
+        // What the owner's release did per node, for the stragglers' task. Twice the node
+        // timeout: the release's own bound, plus slack for a busy runtime.
+        let released = Arc::new(Released::new(n, s.node_timeout * 2));
         // Until the guard exists, any way out of this function (an error, `Ok(None)`, or
         // the caller dropping this future mid-round) releases the owner's keys.
         let mut cleanup = Cleanup {
@@ -43,6 +46,7 @@ impl Client {
             owner: &owner,
             ended: &ended,
             nodes: (0..n).collect(),
+            released: &released,
             done: false,
         };
         let start = Instant::now();
@@ -56,7 +60,7 @@ impl Client {
             })
             .collect();
         let (round, pending) = run_round(calls, n, acquire_vote, decided, None).await;
-        self.release_stragglers(pending, keys, &owner, &ended);
+        self.finish_stragglers(pending, keys, &owner, &ended, &released);
         // A failed attempt releases every node that did not plainly refuse: grants, errors
         // (a timed-out SET may still run), and calls still in flight, which may have
         // granted by now. Stragglers that grant later are released by the task above.
@@ -109,6 +113,7 @@ impl Client {
             acquired_at: start,
             deadline: start + (ttl - drift),
             ended: Arc::clone(&ended),
+            released: Arc::clone(&released),
         }));
         let watchdog = plan
             .watchdog
@@ -182,34 +187,46 @@ impl Client {
         })
     }
 
-    /// Acquire calls still in flight when the attempt was decided finish in the background;
-    /// any that granted (or may have) after the owner `ended` is released right after it,
-    /// on the same connection, so the release cannot overtake the grant.
-    fn release_stragglers(
+    /// Acquire calls still in flight when the attempt was decided finish in the
+    /// background. One that granted (or may have: a timed-out call can still run when a
+    /// paused node resumes) after the owner `ended` is released again on its node,
+    /// unless the owner's release there deleted the key, which proves the grant came
+    /// first. A release sent now follows the grant on the same connection.
+    fn finish_stragglers(
         &self,
         pending: Pending<Option<u64>>,
         keys: &Arc<Keys>,
         owner: &Arc<str>,
         ended: &Arc<AtomicBool>,
+        released: &Arc<Released>,
     ) {
         if pending.is_empty() {
             return;
         }
-        let (client, keys, owner, ended) = (
+        let (client, keys, owner, ended, released) = (
             self.clone(),
             Arc::clone(keys),
             owner.clone(),
             Arc::clone(ended),
+            Arc::clone(released),
         );
-        tokio::spawn(async move {
-            let mut pending = pending;
-            while let Some((i, r)) = pending.next().await {
-                if !matches!(r, Ok(None)) && ended.load(Ordering::SeqCst) {
-                    // Errors too: a timed-out SET may still run when a paused node resumes.
+        tokio::spawn(pending.for_each_concurrent(None, move |(i, r)| {
+            let (client, keys, owner, ended, released) = (
+                client.clone(),
+                Arc::clone(&keys),
+                owner.clone(),
+                Arc::clone(&ended),
+                Arc::clone(&released),
+            );
+            async move {
+                if matches!(r, Ok(None)) || !ended.load(Ordering::SeqCst) {
+                    return;
+                }
+                if !released.deleted(i).await {
                     let _ = client.nodes()[i].release(&keys, &owner, false).await;
                 }
             }
-        });
+        }));
     }
 }
 
@@ -223,6 +240,8 @@ struct Cleanup<'a> {
     ended: &'a AtomicBool,
     /// Nodes that may hold the key.
     nodes: Vec<usize>,
+    /// Where the release's outcome goes.
+    released: &'a Arc<Released>,
     /// A guard took over.
     done: bool,
 }
@@ -235,8 +254,13 @@ impl Drop for Cleanup<'_> {
         self.ended.store(true, Ordering::SeqCst);
         // Without a runtime (it is shutting down) the keys expire with their TTL.
         if tokio::runtime::Handle::try_current().is_ok() {
-            self.client
-                .release_in_background(&self.nodes, self.keys, self.owner, false);
+            self.client.release_in_background(
+                &self.nodes,
+                self.keys,
+                self.owner,
+                false,
+                Arc::clone(self.released),
+            );
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
 use crate::lock::Client;
 use crate::quorum::{self, Decision, Vote};
-use crate::round::{decided, finish_in_background, no_quorum, run_round};
+use crate::round::{Released, decided, finish_in_background, no_quorum, run_round};
 use crate::scripts::Keys;
 use crate::watchdog::{Watchdog, loss_margin};
 
@@ -48,8 +48,10 @@ pub(crate) struct Shared {
     pub(crate) ttl: Duration,
     pub(crate) acquired_at: Instant,
     pub(crate) initial_validity: Duration,
-    /// Set once this owner's keys must go; read by the task releasing late grants.
+    /// Set once this owner's keys must go.
     pub(crate) ended: Arc<AtomicBool>,
+    /// What the release did per node, for the task finishing the grant round's stragglers.
+    pub(crate) released: Arc<Released>,
     deadline: Mutex<Instant>,
     state: watch::Sender<LockState>,
 }
@@ -81,6 +83,7 @@ pub(crate) struct GuardParts {
     pub(crate) acquired_at: Instant,
     pub(crate) deadline: Instant,
     pub(crate) ended: Arc<AtomicBool>,
+    pub(crate) released: Arc<Released>,
 }
 
 impl Shared {
@@ -95,6 +98,7 @@ impl Shared {
             ttl: p.ttl,
             acquired_at: p.acquired_at,
             ended: p.ended,
+            released: p.released,
             deadline: Mutex::new(p.deadline),
             state: watch::Sender::new(LockState::Held {
                 deadline: p.deadline,
@@ -229,9 +233,18 @@ impl Shared {
             .iter()
             .enumerate()
             .map(|(i, node)| {
-                let (node, keys, owner) =
-                    (Arc::clone(node), Arc::clone(&self.keys), self.owner.clone());
-                async move { (i, node.release(&keys, &owner, true).await) }.boxed()
+                let (node, keys, owner, released) = (
+                    Arc::clone(node),
+                    Arc::clone(&self.keys),
+                    self.owner.clone(),
+                    Arc::clone(&self.released),
+                );
+                async move {
+                    let r = node.release(&keys, &owner, true).await;
+                    released.record(i, matches!(r, Ok(true)));
+                    (i, r)
+                }
+                .boxed()
             })
             .collect();
         let (round, pending) = run_round(calls, n, flag_vote, decided, None).await;
@@ -451,7 +464,7 @@ impl Drop for LockGuard {
             let s = &self.shared;
             let all: Vec<usize> = (0..s.client.nodes().len()).collect();
             s.client
-                .release_in_background(&all, &s.keys, &s.owner, true);
+                .release_in_background(&all, &s.keys, &s.owner, true, Arc::clone(&s.released));
         }
     }
 }

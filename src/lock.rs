@@ -13,6 +13,7 @@ use crate::error::{Error, LossReason};
 use crate::guard::LockGuard;
 use crate::node::Node;
 use crate::quorum;
+use crate::round::Released;
 use crate::scripts::Keys;
 use crate::wakeup::Wakeups;
 use crate::watchdog;
@@ -389,16 +390,21 @@ impl Client {
         keys: &Arc<Keys>,
         owner: &Arc<str>,
         announce: bool,
+        released: Arc<Released>,
     ) {
         let calls: FuturesUnordered<_> = nodes
             .iter()
             .map(|&i| {
-                let (node, keys, owner) = (
+                let (node, keys, owner, released) = (
                     Arc::clone(&self.0.nodes[i]),
                     Arc::clone(keys),
                     owner.clone(),
+                    Arc::clone(&released),
                 );
-                async move { node.release(&keys, &owner, announce).await }
+                async move {
+                    let r = node.release(&keys, &owner, announce).await;
+                    released.record(i, matches!(r, Ok(true)));
+                }
             })
             .collect();
         if !calls.is_empty() {

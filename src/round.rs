@@ -1,7 +1,7 @@
 //! One round of calls to every node: gather answers until the outcome is certain, then
 //! return without waiting for the rest.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -85,6 +85,51 @@ pub(crate) async fn run_round<T>(
 pub(crate) fn finish_in_background<T: Send + 'static>(pending: Pending<T>) {
     if !pending.is_empty() {
         tokio::spawn(pending.for_each(|_| async {}));
+    }
+}
+
+/// What the owner's release did on each node: `Some(true)` when it deleted the owner's
+/// key there, `Some(false)` when it did not (not ours, or failed), `None` before it
+/// answered.
+///
+/// An acquire call still in flight when its attempt was decided can grant after the
+/// owner ended. If the owner's release on that node deleted the key, the grant was
+/// processed first and nothing is left; only otherwise does the task finishing the
+/// stragglers release once more. Every lock released right after it was taken would
+/// otherwise cost a second release on each straggling node.
+pub(crate) struct Released {
+    outcome: tokio::sync::watch::Sender<Vec<Option<bool>>>,
+    /// Bound on waiting for an outcome (the release is bounded by the node timeout).
+    limit: Duration,
+}
+
+impl Released {
+    pub(crate) fn new(n: usize, limit: Duration) -> Self {
+        Self {
+            outcome: tokio::sync::watch::Sender::new(vec![None; n]),
+            limit,
+        }
+    }
+
+    /// Records the owner's release on node `i`.
+    pub(crate) fn record(&self, i: usize, deleted: bool) {
+        self.outcome.send_modify(|o| {
+            if let Some(slot) = o.get_mut(i) {
+                // A deletion stands: a later release (a retry) finding nothing is expected.
+                *slot = Some(slot.unwrap_or(false) || deleted);
+            }
+        });
+    }
+
+    /// Whether the owner's release on node `i` deleted the key; waits (bounded) for it
+    /// to answer, and says false when it did not in time.
+    pub(crate) async fn deleted(&self, i: usize) -> bool {
+        let mut rx = self.outcome.subscribe();
+        let answered = rx.wait_for(|o| o.get(i).is_none_or(Option::is_some));
+        matches!(
+            tokio::time::timeout(self.limit, answered).await,
+            Ok(Ok(o)) if o.get(i) == Some(&Some(true))
+        )
     }
 }
 
