@@ -242,6 +242,7 @@ impl Node {
             .await?;
         match v {
             Value::Nil | Value::Boolean(false) => Ok(None),
+            Value::Int(n) if n >= 1 => Ok(Some(n.cast_unsigned())),
             ref bulk @ Value::BulkString(_) => match self.counter(bulk) {
                 Some(n) if n >= 1 => Ok(Some(n)),
                 _ => Err(self.bad_reply(step, &v)),

@@ -1,6 +1,6 @@
 -- KEYS[1] lock key, KEYS[2] fence counter; ARGV[1] owner id, ARGV[2] TTL in ms.
--- Returns the new counter value (decimal string) when granted, false (nil) when the lock
--- is held.
+-- Returns the new counter value when granted (an integer below 2^53, a decimal string
+-- above), false (nil) when the lock is held.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   -- pcall, so that a counter of the wrong type or value undoes the SET: the grant and its
   -- token are one atomic step, or neither happened.
@@ -9,8 +9,12 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     redis.call('DEL', KEYS[1])
     return incr
   end
-  -- INCR's reply reached Lua as a double, which is inexact above 2^53: read the counter
-  -- back as a string, which is exact, and let the client parse it.
+  -- INCR's reply reached Lua as a double: exact below 2^53, where it goes back as an
+  -- integer reply. Above, read the counter back as a string, which is exact, and let the
+  -- client parse it.
+  if incr >= 1 and incr < 9007199254740992 then
+    return incr
+  end
   local fence = redis.call('GET', KEYS[2])
   if string.sub(fence, 1, 1) == '-' or fence == '0' then
     redis.call('DEL', KEYS[1])
