@@ -83,3 +83,11 @@ pub async fn wait_expired_on(cluster: &Cluster, i: usize, resource: &str) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The reason of an `Error::Lost`, if `err` is one.
+pub fn loss(err: &redfence::Error) -> Option<&redfence::LossReason> {
+    match err {
+        redfence::Error::Lost { reason, .. } => Some(reason),
+        _ => None,
+    }
+}
