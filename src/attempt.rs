@@ -2,7 +2,6 @@
 //! fencing-token commit, the validity check, and the clean-up of a failed attempt.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::FutureExt;
@@ -13,7 +12,7 @@ use crate::fence::FencingToken;
 use crate::guard::{GuardParts, LockGuard, Shared};
 use crate::lock::{Client, Plan};
 use crate::quorum::{self, Decision, TokenPlan, Vote};
-use crate::round::{Pending, Released, decided, finish_in_background, no_quorum, run_round};
+use crate::round::{Ending, Pending, decided, finish_in_background, no_quorum, run_round};
 use crate::scripts::Keys;
 use crate::watchdog::Watchdog;
 
@@ -31,22 +30,18 @@ impl Client {
         let n = nodes.len();
         let owner: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let ttl_ms = quorum::lease_ms(ttl);
-        // Set once this owner's keys must go: when the attempt fails or is cancelled, or,
-        // for a won attempt, when its guard is released or dropped. Grants that arrive
-        // after that are released at once.
-        let ended = Arc::new(AtomicBool::new(false));
-        // What the owner's release did per node, for the stragglers' task. Twice the node
-        // timeout: the release's own bound, plus slack for a busy runtime.
-        let released = Arc::new(Released::new(n, s.node_timeout * 2));
+        // Whether this owner's keys must go, and what its release did per node, for the
+        // stragglers' task. Twice the node timeout: the release's own bound, plus slack
+        // for a busy runtime.
+        let ending = Arc::new(Ending::new(n, s.node_timeout * 2));
         // Until the guard exists, any way out of this function (an error, `Ok(None)`, or
         // the caller dropping this future mid-round) releases the owner's keys.
         let mut cleanup = Cleanup {
             client: self,
             keys,
             owner: &owner,
-            ended: &ended,
+            ending: &ending,
             nodes: (0..n).collect(),
-            released: &released,
             done: false,
         };
         let start = Instant::now();
@@ -60,7 +55,7 @@ impl Client {
             })
             .collect();
         let (round, pending) = run_round(calls, n, acquire_vote, decided, None).await;
-        self.finish_stragglers(pending, keys, &owner, &ended, &released);
+        self.finish_stragglers(pending, keys, &owner, &ending);
         // A failed attempt releases every node that did not plainly refuse: grants, errors
         // (a timed-out SET may still run), and calls still in flight, which may have
         // granted by now. Stragglers that grant later are released by the task above.
@@ -112,8 +107,7 @@ impl Client {
             ttl,
             acquired_at: start,
             deadline: start + (ttl - drift),
-            ended: Arc::clone(&ended),
-            released: Arc::clone(&released),
+            ending: Arc::clone(&ending),
         }));
         let watchdog = plan
             .watchdog
@@ -189,7 +183,7 @@ impl Client {
 
     /// Acquire calls still in flight when the attempt was decided finish in the
     /// background. One that granted (or may have: a timed-out call can still run when a
-    /// paused node resumes) after the owner `ended` is released again on its node,
+    /// paused node resumes) after the owner ended is released again on its node,
     /// unless the owner's release there deleted the key, which proves the grant came
     /// first. A release sent now follows the grant on the same connection.
     fn finish_stragglers(
@@ -197,34 +191,29 @@ impl Client {
         pending: Pending<Option<u64>>,
         keys: &Arc<Keys>,
         owner: &Arc<str>,
-        ended: &Arc<AtomicBool>,
-        released: &Arc<Released>,
+        ending: &Arc<Ending>,
     ) {
         if pending.is_empty() {
             return;
         }
-        let (client, keys, owner, ended, released) = (
+        let (client, keys, owner, ending) = (
             self.clone(),
             Arc::clone(keys),
             owner.clone(),
-            Arc::clone(ended),
-            Arc::clone(released),
+            Arc::clone(ending),
         );
         tokio::spawn(pending.for_each_concurrent(None, move |(i, r)| {
-            let (client, keys, owner, ended, released) = (
+            let (client, keys, owner, ending) = (
                 client.clone(),
                 Arc::clone(&keys),
                 owner.clone(),
-                Arc::clone(&ended),
-                Arc::clone(&released),
+                Arc::clone(&ending),
             );
             async move {
-                if matches!(r, Ok(None)) || !ended.load(Ordering::SeqCst) {
+                if matches!(r, Ok(None)) || !ending.has_ended() || ending.deleted(i).await {
                     return;
                 }
-                if !released.deleted(i).await {
-                    let _ = client.nodes()[i].release(&keys, &owner, false).await;
-                }
+                let _ = client.nodes()[i].release(&keys, &owner, false).await;
             }
         }));
     }
@@ -237,11 +226,9 @@ struct Cleanup<'a> {
     client: &'a Client,
     keys: &'a Arc<Keys>,
     owner: &'a Arc<str>,
-    ended: &'a AtomicBool,
+    ending: &'a Arc<Ending>,
     /// Nodes that may hold the key.
     nodes: Vec<usize>,
-    /// Where the release's outcome goes.
-    released: &'a Arc<Released>,
     /// A guard took over.
     done: bool,
 }
@@ -251,7 +238,7 @@ impl Drop for Cleanup<'_> {
         if self.done {
             return;
         }
-        self.ended.store(true, Ordering::SeqCst);
+        self.ending.end();
         // Without a runtime (it is shutting down) the keys expire with their TTL.
         if tokio::runtime::Handle::try_current().is_ok() {
             self.client.release_in_background(
@@ -259,7 +246,7 @@ impl Drop for Cleanup<'_> {
                 self.keys,
                 self.owner,
                 false,
-                Arc::clone(self.released),
+                Arc::clone(self.ending),
             );
         }
     }

@@ -1,6 +1,5 @@
 //! [`LockGuard`]: a held lock, its state channel, and its extension.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
 use crate::lock::Client;
 use crate::quorum::{self, Decision, Vote};
-use crate::round::{Released, decided, finish_in_background, no_quorum, run_round};
+use crate::round::{Ending, decided, finish_in_background, no_quorum, run_round};
 use crate::scripts::Keys;
 use crate::watchdog::{Watchdog, loss_margin};
 
@@ -48,10 +47,9 @@ pub(crate) struct Shared {
     pub(crate) ttl: Duration,
     pub(crate) acquired_at: Instant,
     pub(crate) initial_validity: Duration,
-    /// Set once this owner's keys must go.
-    pub(crate) ended: Arc<AtomicBool>,
-    /// What the release did per node, for the task finishing the grant round's stragglers.
-    pub(crate) released: Arc<Released>,
+    /// Whether this owner's keys must go, and what the release did per node, for the
+    /// task finishing the grant round's stragglers.
+    pub(crate) ending: Arc<Ending>,
     deadline: Mutex<Instant>,
     state: watch::Sender<LockState>,
 }
@@ -82,8 +80,7 @@ pub(crate) struct GuardParts {
     /// When the acquisition started (validity counts from there).
     pub(crate) acquired_at: Instant,
     pub(crate) deadline: Instant,
-    pub(crate) ended: Arc<AtomicBool>,
-    pub(crate) released: Arc<Released>,
+    pub(crate) ending: Arc<Ending>,
 }
 
 impl Shared {
@@ -97,8 +94,7 @@ impl Shared {
             token: p.token,
             ttl: p.ttl,
             acquired_at: p.acquired_at,
-            ended: p.ended,
-            released: p.released,
+            ending: p.ending,
             deadline: Mutex::new(p.deadline),
             state: watch::Sender::new(LockState::Held {
                 deadline: p.deadline,
@@ -225,7 +221,7 @@ impl Shared {
 
     /// Deletes the lock on all N nodes; true when a quorum still held it.
     pub(crate) async fn release(&self) -> Result<bool, Error> {
-        self.ended.store(true, Ordering::SeqCst);
+        self.ending.end();
         self.mark_released();
         let nodes = self.client.nodes();
         let n = nodes.len();
@@ -233,18 +229,13 @@ impl Shared {
             .iter()
             .enumerate()
             .map(|(i, node)| {
-                let (node, keys, owner, released) = (
+                let (node, keys, owner, ending) = (
                     Arc::clone(node),
                     Arc::clone(&self.keys),
                     self.owner.clone(),
-                    Arc::clone(&self.released),
+                    Arc::clone(&self.ending),
                 );
-                async move {
-                    let r = node.release(&keys, &owner, true).await;
-                    released.record(i, matches!(r, Ok(true)));
-                    (i, r)
-                }
-                .boxed()
+                async move { (i, ending.release(&node, i, &keys, &owner, true).await) }.boxed()
             })
             .collect();
         let (round, pending) = run_round(calls, n, flag_vote, decided, None).await;
@@ -456,7 +447,7 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        self.shared.ended.store(true, Ordering::SeqCst);
+        self.shared.ending.end();
         self.shared.mark_released();
         // Never block here: release on the runtime if there is one, else the TTL expires
         // the keys.
@@ -464,7 +455,7 @@ impl Drop for LockGuard {
             let s = &self.shared;
             let all: Vec<usize> = (0..s.client.nodes().len()).collect();
             s.client
-                .release_in_background(&all, &s.keys, &s.owner, true, Arc::clone(&s.released));
+                .release_in_background(&all, &s.keys, &s.owner, true, Arc::clone(&s.ending));
         }
     }
 }

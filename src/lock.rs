@@ -13,7 +13,7 @@ use crate::error::{Error, LossReason};
 use crate::guard::LockGuard;
 use crate::node::Node;
 use crate::quorum;
-use crate::round::Released;
+use crate::round::Ending;
 use crate::scripts::Keys;
 use crate::wakeup::Wakeups;
 use crate::watchdog;
@@ -342,9 +342,7 @@ impl Client {
         // Work that finished past the deadline (a runtime too busy for the watchdog to run,
         // or work that blocked inside a poll) overran the lock, whatever release says.
         let outcome = match outcome {
-            Ok(_) if Instant::now() >= guard.deadline() || guard.validity().is_zero() => {
-                Err(LossReason::ValidityElapsed)
-            }
+            Ok(_) if guard.validity().is_zero() => Err(LossReason::ValidityElapsed),
             other => other,
         };
         match outcome {
@@ -390,21 +388,18 @@ impl Client {
         keys: &Arc<Keys>,
         owner: &Arc<str>,
         announce: bool,
-        released: Arc<Released>,
+        ending: Arc<Ending>,
     ) {
         let calls: FuturesUnordered<_> = nodes
             .iter()
             .map(|&i| {
-                let (node, keys, owner, released) = (
+                let (node, keys, owner, ending) = (
                     Arc::clone(&self.0.nodes[i]),
                     Arc::clone(keys),
                     owner.clone(),
-                    Arc::clone(&released),
+                    Arc::clone(&ending),
                 );
-                async move {
-                    let r = node.release(&keys, &owner, announce).await;
-                    released.record(i, matches!(r, Ok(true)));
-                }
+                async move { ending.release(&node, i, &keys, &owner, announce).await }
             })
             .collect();
         if !calls.is_empty() {

@@ -1,13 +1,17 @@
 //! One round of calls to every node: gather answers until the outcome is certain, then
 //! return without waiting for the rest.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::error::{Error, NodeError, Step};
+use crate::node::Node;
 use crate::quorum::{self, Decision, Tally, Vote};
+use crate::scripts::Keys;
 
 pub(crate) type Reply<T> = (usize, Result<T, NodeError>);
 pub(crate) type Pending<T> = FuturesUnordered<BoxFuture<'static, Reply<T>>>;
@@ -88,37 +92,60 @@ pub(crate) fn finish_in_background<T: Send + 'static>(pending: Pending<T>) {
     }
 }
 
-/// What the owner's release did on each node: `Some(true)` when it deleted the owner's
-/// key there, `Some(false)` when it did not (not ours, or failed), `None` before it
-/// answered.
+/// The end of one owner's keys: whether they must go, and what the owner's release did on
+/// each node (`Some(true)` when it deleted the key there, `Some(false)` when it did not:
+/// not ours, or failed; `None` before it answered).
 ///
 /// An acquire call still in flight when its attempt was decided can grant after the
 /// owner ended. If the owner's release on that node deleted the key, the grant was
 /// processed first and nothing is left; only otherwise does the task finishing the
 /// stragglers release once more. Every lock released right after it was taken would
 /// otherwise cost a second release on each straggling node.
-pub(crate) struct Released {
+pub(crate) struct Ending {
+    /// Set once the owner's keys must go: the attempt failed or was cancelled, or its
+    /// guard was released or dropped.
+    ended: AtomicBool,
     outcome: tokio::sync::watch::Sender<Vec<Option<bool>>>,
     /// Bound on waiting for an outcome (the release is bounded by the node timeout).
     limit: Duration,
 }
 
-impl Released {
+impl Ending {
     pub(crate) fn new(n: usize, limit: Duration) -> Self {
         Self {
+            ended: AtomicBool::new(false),
             outcome: tokio::sync::watch::Sender::new(vec![None; n]),
             limit,
         }
     }
 
-    /// Records the owner's release on node `i`.
-    pub(crate) fn record(&self, i: usize, deleted: bool) {
+    /// From now on the owner's keys must go.
+    pub(crate) fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Releases the owner's key on node `i` and records whether that deleted it.
+    pub(crate) async fn release(
+        &self,
+        node: &Arc<Node>,
+        i: usize,
+        keys: &Keys,
+        owner: &str,
+        announce: bool,
+    ) -> Result<bool, NodeError> {
+        let r = node.release(keys, owner, announce).await;
+        let deleted = matches!(r, Ok(true));
         self.outcome.send_modify(|o| {
             if let Some(slot) = o.get_mut(i) {
                 // A deletion stands: a later release (a retry) finding nothing is expected.
                 *slot = Some(slot.unwrap_or(false) || deleted);
             }
         });
+        r
     }
 
     /// Whether the owner's release on node `i` deleted the key; waits (bounded) for it

@@ -303,19 +303,6 @@ async fn no_false_refusals_under_load() {
     }
 }
 
-/// Script calls node `i` has run (`INFO commandstats`), NOSCRIPT misses excluded.
-async fn scripts_run(cluster: &redfence::testkit::Cluster, i: usize) -> u64 {
-    let info = cmd::<String>(cluster, i, &["INFO", "commandstats"]).await;
-    let field = |line: &str, name: &str| -> u64 {
-        line.split(',')
-            .find_map(|kv| kv.split_once('=').filter(|(k, _)| k.ends_with(name)))
-            .map_or(0, |(_, v)| v.parse().unwrap())
-    };
-    info.lines()
-        .find(|l| l.starts_with("cmdstat_evalsha:"))
-        .map_or(0, |l| field(l, "calls") - field(l, "failed_calls"))
-}
-
 /// Taking and at once releasing a lock runs exactly two scripts per node: the grant and
 /// one release, even on the nodes whose grant was still in flight when the attempt was
 /// decided (their second release is needed only when the first found nothing).
@@ -326,7 +313,8 @@ async fn one_release_per_node_per_cycle() {
     // Loads the scripts, so no NOSCRIPT round trips below.
     let g = client.try_acquire("warm").await.unwrap().unwrap();
     assert!(g.release().await.unwrap());
-    let before: Vec<u64> = futures::future::join_all((0..5).map(|i| scripts_run(&c, i))).await;
+    let before: Vec<u64> =
+        futures::future::join_all((0..5).map(|i| support::command_runs(&c, i, "evalsha"))).await;
     let cycles = 200;
     for _ in 0..cycles {
         let g = client.try_acquire("cycled").await.unwrap().unwrap();
@@ -335,7 +323,9 @@ async fn one_release_per_node_per_cycle() {
     // Stragglers finish in the background: wait (bounded) for the counts to settle.
     let start = Instant::now();
     loop {
-        let after: Vec<u64> = futures::future::join_all((0..5).map(|i| scripts_run(&c, i))).await;
+        let after: Vec<u64> =
+            futures::future::join_all((0..5).map(|i| support::command_runs(&c, i, "evalsha")))
+                .await;
         let runs: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         if runs.iter().all(|&r| r == 2 * cycles) {
             break;

@@ -32,6 +32,22 @@ async fn subscribers(cluster: &Cluster, i: usize, resource: &str) -> i64 {
     n
 }
 
+/// `n` nodes with SUBSCRIBE and PUBLISH disabled.
+fn without_pubsub(n: usize) -> Cluster {
+    Cluster::builder()
+        .nodes(n)
+        .args([
+            "--rename-command",
+            "SUBSCRIBE",
+            "",
+            "--rename-command",
+            "PUBLISH",
+            "",
+        ])
+        .start()
+        .unwrap()
+}
+
 /// Holder releases while the waiter sleeps on its 30 s delay: the waiter must get the
 /// lock through the announcement, long before the delay.
 async fn released_waiter_acquires(urls: Vec<String>, watch: &[(&Cluster, usize)]) {
@@ -77,18 +93,7 @@ async fn a_release_wakes_the_waiter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_without_pubsub_still_wakes_waiters() {
     let with = cluster(3);
-    let without = Cluster::builder()
-        .nodes(2)
-        .args([
-            "--rename-command",
-            "SUBSCRIBE",
-            "",
-            "--rename-command",
-            "PUBLISH",
-            "",
-        ])
-        .start()
-        .unwrap();
+    let without = without_pubsub(2);
     let mut urls = with.urls();
     urls.extend(without.urls());
     let watch: Vec<(&Cluster, usize)> = (0..3).map(|i| (&with, i)).collect();
@@ -98,18 +103,7 @@ async fn a_minority_without_pubsub_still_wakes_waiters() {
 /// With pub/sub gone everywhere, the retry delay still hands the lock over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_pubsub_the_retry_delay_still_works() {
-    let c = Cluster::builder()
-        .nodes(3)
-        .args([
-            "--rename-command",
-            "SUBSCRIBE",
-            "",
-            "--rename-command",
-            "PUBLISH",
-            "",
-        ])
-        .start()
-        .unwrap();
+    let c = without_pubsub(3);
     let holder = c.client_builder().build().unwrap();
     let g = holder.try_acquire("fallback").await.unwrap().unwrap();
     let waiter = c
@@ -176,15 +170,6 @@ async fn waiters_share_one_subscription() {
     }
 }
 
-/// SUBSCRIBE commands node `i` has served (`INFO commandstats`).
-async fn subscribe_calls(cluster: &Cluster, i: usize) -> u64 {
-    let info = support::cmd::<String>(cluster, i, &["INFO", "commandstats"]).await;
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_subscribe:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 /// A lock that is free costs no pub/sub: the client subscribes only once it has to wait,
 /// and then once per node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +182,11 @@ async fn only_waiting_subscribes() {
     }
     let held = client.acquire("busy").await.unwrap();
     for i in 0..3 {
-        assert_eq!(subscribe_calls(&c, i).await, 0, "node {i}");
+        assert_eq!(
+            support::command_runs(&c, i, "subscribe").await,
+            0,
+            "node {i}"
+        );
     }
     // Now someone waits: one subscription per node.
     let waiter = client.clone();
@@ -208,7 +197,11 @@ async fn only_waiting_subscribes() {
             assert!(start.elapsed() < Duration::from_secs(5), "never subscribed");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(subscribe_calls(&c, i).await, 1, "node {i}");
+        assert_eq!(
+            support::command_runs(&c, i, "subscribe").await,
+            1,
+            "node {i}"
+        );
     }
     let first = held.token();
     held.release().await.unwrap();

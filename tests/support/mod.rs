@@ -91,3 +91,24 @@ pub fn loss(err: &redfence::Error) -> Option<&redfence::LossReason> {
         _ => None,
     }
 }
+
+/// Successful runs of `command` (lower case) on node `i`: its calls less its failed
+/// calls in `INFO commandstats`.
+pub async fn command_runs(cluster: &Cluster, i: usize, command: &str) -> u64 {
+    let info = cmd::<String>(cluster, i, &["INFO", "commandstats"]).await;
+    let prefix = format!("cmdstat_{command}:");
+    let Some(line) = info.lines().find_map(|l| l.strip_prefix(prefix.as_str())) else {
+        return 0;
+    };
+    let field = |name: &str| {
+        line.split(',')
+            .find_map(|kv| {
+                kv.strip_prefix(name)?
+                    .strip_prefix('=')?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    field("calls") - field("failed_calls")
+}
