@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, Script, Value};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ErrorKind, RedisResult, Script,
+    ServerErrorKind, Value,
+};
 
 use crate::error::{NodeError, NodeErrorKind, Step};
 use crate::scripts::{ACQUIRE, COMMIT, EXTEND, INSPECT, Keys, RELEASE};
@@ -174,8 +177,8 @@ impl Node {
         }
     }
 
-    /// Runs `script` by EVALSHA (loading it on NOSCRIPT and retrying once), bounded by the
-    /// per-node timeout, connection included.
+    /// Runs `cmd`, an EVALSHA of `script` (see [`evalsha`]), loading the script on NOSCRIPT
+    /// and retrying once, bounded by the per-node timeout, connection included.
     ///
     /// A connection found broken (the node restarted since it was opened) is replaced and
     /// the call sent once more, within the same timeout: every script is idempotent for
@@ -184,21 +187,13 @@ impl Node {
         self: &Arc<Self>,
         step: Step,
         script: &'static Script,
-        keys: &[&str],
-        args: &[&str],
+        cmd: Cmd,
     ) -> Result<Value, NodeError> {
         let call = async {
             let mut retried = false;
             loop {
                 let (mut conn, generation) = self.connection().await?;
-                let mut invocation = script.prepare_invoke();
-                for k in keys {
-                    invocation.key(*k);
-                }
-                for a in args {
-                    invocation.arg(*a);
-                }
-                match invocation.invoke_async::<Value>(&mut conn).await {
+                match send(&mut conn, script, &cmd).await {
                     Ok(v) => return Ok(v),
                     Err(e) => {
                         let broken = e.is_connection_dropped() || e.is_unrecoverable_error();
@@ -235,11 +230,10 @@ impl Node {
         owner: &str,
         ttl_ms: u64,
     ) -> Result<Option<u64>, NodeError> {
-        let ttl = ttl_ms.to_string();
         let step = Step::Acquire;
-        let v = self
-            .eval(step, &ACQUIRE, &[&keys.lock, &keys.fence], &[owner, &ttl])
-            .await?;
+        let mut cmd = evalsha(&ACQUIRE, &[&keys.lock, &keys.fence]);
+        cmd.arg(owner).arg(ttl_ms);
+        let v = self.eval(step, &ACQUIRE, cmd).await?;
         match v {
             Value::Nil | Value::Boolean(false) => Ok(None),
             Value::Int(n) if n >= 1 => Ok(Some(n.cast_unsigned())),
@@ -266,11 +260,10 @@ impl Node {
         owner: &str,
         token: u64,
     ) -> Result<Option<u64>, NodeError> {
-        let t = token.to_string();
         let step = Step::Commit;
-        let v = self
-            .eval(step, &COMMIT, &[&keys.lock, &keys.fence], &[owner, &t])
-            .await?;
+        let mut cmd = evalsha(&COMMIT, &[&keys.lock, &keys.fence]);
+        cmd.arg(owner).arg(token);
+        let v = self.eval(step, &COMMIT, cmd).await?;
         match v {
             Value::Nil | Value::Boolean(false) => Ok(None),
             ref bulk @ Value::BulkString(_) => self
@@ -288,10 +281,9 @@ impl Node {
         owner: &str,
         ttl_ms: u64,
     ) -> Result<bool, NodeError> {
-        let ttl = ttl_ms.to_string();
-        let v = self
-            .eval(Step::Extend, &EXTEND, &[&keys.lock], &[owner, &ttl])
-            .await?;
+        let mut cmd = evalsha(&EXTEND, &[&keys.lock]);
+        cmd.arg(owner).arg(ttl_ms);
+        let v = self.eval(Step::Extend, &EXTEND, cmd).await?;
         self.flag(Step::Extend, v)
     }
 
@@ -304,9 +296,9 @@ impl Node {
         announce: bool,
     ) -> Result<bool, NodeError> {
         let channel = if announce { keys.released.as_str() } else { "" };
-        let v = self
-            .eval(Step::Release, &RELEASE, &[&keys.lock], &[owner, channel])
-            .await?;
+        let mut cmd = evalsha(&RELEASE, &[&keys.lock]);
+        cmd.arg(owner).arg(channel);
+        let v = self.eval(Step::Release, &RELEASE, cmd).await?;
         self.flag(Step::Release, v)
     }
 
@@ -316,9 +308,8 @@ impl Node {
         keys: &Keys,
     ) -> Result<(Option<String>, Option<u64>, Option<u64>), NodeError> {
         let step = Step::Inspect;
-        let v = self
-            .eval(step, &INSPECT, &[&keys.lock, &keys.fence], &[])
-            .await?;
+        let cmd = evalsha(&INSPECT, &[&keys.lock, &keys.fence]);
+        let v = self.eval(step, &INSPECT, cmd).await?;
         let Value::Array(items) = &v else {
             return Err(self.bad_reply(step, &v));
         };
@@ -346,5 +337,29 @@ impl Node {
             Value::Int(0) => Ok(false),
             other => Err(self.bad_reply(step, &other)),
         }
+    }
+}
+
+/// `EVALSHA sha numkeys keys...`, for the caller to add the script's arguments; sized so
+/// that building it does not reallocate.
+fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
+    let data = 64 + script.get_hash().len() + keys.iter().map(|k| k.len()).sum::<usize>();
+    let mut cmd = Cmd::with_capacity(5 + keys.len(), data + 64);
+    cmd.arg("EVALSHA")
+        .arg(script.get_hash())
+        .arg(keys.len())
+        .arg(keys);
+    cmd
+}
+
+/// Sends an EVALSHA; on NOSCRIPT (a node restarted without persistence, or after `SCRIPT
+/// FLUSH`) loads the script and sends it once more.
+async fn send(conn: &mut MultiplexedConnection, script: &Script, cmd: &Cmd) -> RedisResult<Value> {
+    match cmd.query_async(conn).await {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        r => r,
     }
 }
