@@ -305,6 +305,12 @@ impl NodeError {
         }
     }
 
+    /// Prefixes the detail with what the node was working on (a key, say).
+    pub(crate) fn about(mut self, what: &str) -> Self {
+        self.detail = format!("{what}: {}", self.detail);
+        self
+    }
+
     /// The node, as `host:port` (never with credentials).
     pub fn node(&self) -> &str {
         &self.node

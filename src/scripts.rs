@@ -8,9 +8,6 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// `SET lock owner NX PX ttl`, then `INCR fence`, atomically.
-pub(crate) static ACQUIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/acquire.lua")));
 /// Raise the fence counter to the token while the lock is still ours.
 pub(crate) static COMMIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/commit.lua")));

@@ -46,6 +46,7 @@ async fn wrongtype_on_the_fence_key_is_reported_and_undone() {
         "{err}"
     );
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    assert!(err.to_string().contains(&fence_key("typed")), "{err}");
     for i in 0..3 {
         let exists: i64 = cmd(&cluster, i, &["EXISTS", &lock_key("typed")]).await;
         assert_eq!(exists, 0, "node {i} kept a lock key without a token");
@@ -69,6 +70,7 @@ async fn wrongtype_on_the_lock_key_is_not_mistaken_for_a_holder() {
             .all(|e| e.kind() == NodeErrorKind::WrongType),
         "{err}"
     );
+    assert!(err.to_string().contains(&lock_key("hashed")), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

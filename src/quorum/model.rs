@@ -71,10 +71,11 @@ impl Sim {
                 tally.record(Vote::Failed);
                 continue;
             }
+            // `SET NX` then `INCR`, which runs whatever the `SET` did.
             let node = &mut self.nodes[i];
+            node.fence += 1;
             if node.lock.is_none() {
                 node.lock = Some(owner);
-                node.fence += 1;
                 grants.push((i, node.fence));
                 tally.record(Vote::Yes);
             } else {
