@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::FutureExt;
 use futures::stream::StreamExt;
 
 use crate::error::{Error, NodeError, Step};
@@ -12,7 +11,7 @@ use crate::fence::FencingToken;
 use crate::guard::{GuardParts, LockGuard, Shared};
 use crate::lock::{Client, Plan};
 use crate::quorum::{self, Decision, TokenPlan, Vote};
-use crate::round::{Ending, Pending, decided, finish_in_background, no_quorum, run_round};
+use crate::round::{Calls, Ending, decided, finish_in_background, no_quorum, run_round};
 use crate::scripts::Keys;
 use crate::watchdog::Watchdog;
 
@@ -46,14 +45,11 @@ impl Client {
         };
         let start = Instant::now();
 
-        let calls: Pending<Option<u64>> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let (node, keys, owner) = (Arc::clone(node), Arc::clone(keys), owner.clone());
-                async move { (i, node.acquire(&keys, &owner, ttl_ms).await) }.boxed()
-            })
-            .collect();
+        let mut calls = Calls::with_capacity(n);
+        for (i, node) in nodes.iter().enumerate() {
+            let (node, keys, owner) = (Arc::clone(node), Arc::clone(keys), owner.clone());
+            calls.push(i, async move { node.acquire(&keys, &owner, ttl_ms).await });
+        }
         let (round, pending) = run_round(calls, n, acquire_vote, decided, None).await;
         self.finish_stragglers(pending, keys, &owner, &ending);
         // A failed attempt releases every node that did not plainly refuse: grants, errors
@@ -137,19 +133,16 @@ impl Client {
             return Ok(());
         }
         let token = plan.token;
-        let calls: Pending<Option<u64>> = plan
-            .to_raise
-            .iter()
-            .map(|&i| {
-                let (node, keys, owner) = (
-                    Arc::clone(&self.nodes()[i]),
-                    Arc::clone(keys),
-                    owner.clone(),
-                );
-                async move { (i, node.commit(&keys, &owner, token).await) }.boxed()
-            })
-            .collect();
         let m = plan.to_raise.len();
+        let mut calls = Calls::with_capacity(m);
+        for &i in &plan.to_raise {
+            let (node, keys, owner) = (
+                Arc::clone(&self.nodes()[i]),
+                Arc::clone(keys),
+                owner.clone(),
+            );
+            calls.push(i, async move { node.commit(&keys, &owner, token).await });
+        }
         let (round, pending) = run_round(
             calls,
             m,
@@ -188,7 +181,7 @@ impl Client {
     /// first. A release sent now follows the grant on the same connection.
     fn finish_stragglers(
         &self,
-        pending: Pending<Option<u64>>,
+        pending: Calls<Option<u64>>,
         keys: &Arc<Keys>,
         owner: &Arc<str>,
         ending: &Arc<Ending>,

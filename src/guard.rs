@@ -3,15 +3,13 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
-use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
 
 use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
 use crate::lock::Client;
 use crate::quorum::{self, Decision, Vote};
-use crate::round::{Ending, decided, finish_in_background, no_quorum, run_round};
+use crate::round::{Calls, Ending, decided, finish_in_background, no_quorum, run_round};
 use crate::scripts::Keys;
 use crate::watchdog::{Watchdog, loss_margin};
 
@@ -164,15 +162,12 @@ impl Shared {
         let nodes = self.client.nodes();
         let n = nodes.len();
         let ttl_ms = quorum::lease_ms(self.ttl);
-        let calls: FuturesUnordered<_> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let (node, keys, owner) =
-                    (Arc::clone(node), Arc::clone(&self.keys), self.owner.clone());
-                async move { (i, node.extend(&keys, &owner, ttl_ms).await) }.boxed()
-            })
-            .collect();
+        let mut calls = Calls::with_capacity(n);
+        for (i, node) in nodes.iter().enumerate() {
+            let (node, keys, owner) =
+                (Arc::clone(node), Arc::clone(&self.keys), self.owner.clone());
+            calls.push(i, async move { node.extend(&keys, &owner, ttl_ms).await });
+        }
         let (round, pending) = run_round(calls, n, flag_vote, decided, Some(limit)).await;
         finish_in_background(pending);
         if round.timed_out || Instant::now() >= limit {
@@ -225,19 +220,18 @@ impl Shared {
         self.mark_released();
         let nodes = self.client.nodes();
         let n = nodes.len();
-        let calls: FuturesUnordered<_> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let (node, keys, owner, ending) = (
-                    Arc::clone(node),
-                    Arc::clone(&self.keys),
-                    self.owner.clone(),
-                    Arc::clone(&self.ending),
-                );
-                async move { (i, ending.release(&node, i, &keys, &owner, true).await) }.boxed()
-            })
-            .collect();
+        let mut calls = Calls::with_capacity(n);
+        for (i, node) in nodes.iter().enumerate() {
+            let (node, keys, owner, ending) = (
+                Arc::clone(node),
+                Arc::clone(&self.keys),
+                self.owner.clone(),
+                Arc::clone(&self.ending),
+            );
+            calls.push(i, async move {
+                ending.release(&node, i, &keys, &owner, true).await
+            });
+        }
         let (round, pending) = run_round(calls, n, flag_vote, decided, None).await;
         finish_in_background(pending);
         match round.tally.decision() {

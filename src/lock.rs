@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use rand::RngExt;
 
 use crate::config::{ClientBuilder, Settings};
@@ -13,7 +12,7 @@ use crate::error::{Error, LossReason};
 use crate::guard::LockGuard;
 use crate::node::Node;
 use crate::quorum;
-use crate::round::Ending;
+use crate::round::{Calls, Ending, finish_in_background};
 use crate::scripts::Keys;
 use crate::wakeup::Wakeups;
 use crate::watchdog;
@@ -390,21 +389,19 @@ impl Client {
         announce: bool,
         ending: Arc<Ending>,
     ) {
-        let calls: FuturesUnordered<_> = nodes
-            .iter()
-            .map(|&i| {
-                let (node, keys, owner, ending) = (
-                    Arc::clone(&self.0.nodes[i]),
-                    Arc::clone(keys),
-                    owner.clone(),
-                    Arc::clone(&ending),
-                );
-                async move { ending.release(&node, i, &keys, &owner, announce).await }
-            })
-            .collect();
-        if !calls.is_empty() {
-            tokio::spawn(calls.for_each(|_| async {}));
+        let mut calls = Calls::with_capacity(nodes.len());
+        for &i in nodes {
+            let (node, keys, owner, ending) = (
+                Arc::clone(&self.0.nodes[i]),
+                Arc::clone(keys),
+                owner.clone(),
+                Arc::clone(&ending),
+            );
+            calls.push(i, async move {
+                ending.release(&node, i, &keys, &owner, announce).await
+            });
         }
+        finish_in_background(calls);
     }
 }
 
