@@ -71,6 +71,9 @@ fn stat_cpu(stat: &str) -> Duration {
 #[derive(Clone)]
 struct Raw {
     conns: Vec<MultiplexedConnection>,
+    /// SHA1 of `RAW_RELEASE`, loaded on every node: `EVALSHA` spares the servers hashing
+    /// the script on every call, as `EVAL` would.
+    release_sha: String,
 }
 
 const RAW_RELEASE: &str =
@@ -79,16 +82,21 @@ const RAW_RELEASE: &str =
 impl Raw {
     async fn new(urls: &[String]) -> Self {
         let mut conns = Vec::new();
+        let script = redis::Script::new(RAW_RELEASE);
         for u in urls {
             let c = redis::Client::open(u.as_str()).unwrap();
             let cfg = redis::AsyncConnectionConfig::new().set_pipeline_buffer_size(4096);
-            conns.push(
-                c.get_multiplexed_async_connection_with_config(&cfg)
-                    .await
-                    .unwrap(),
-            );
+            let mut conn = c
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
+                .unwrap();
+            script.load_async(&mut conn).await.unwrap();
+            conns.push(conn);
         }
-        Self { conns }
+        Self {
+            conns,
+            release_sha: script.get_hash().to_owned(),
+        }
     }
     async fn acquire(&self, key: &str, owner: &str) -> bool {
         let ok = join_all(self.conns.iter().map(|c| {
@@ -118,8 +126,8 @@ impl Raw {
             async move {
                 let _: Result<Result<i64, _>, _> = tokio::time::timeout(
                     Duration::from_millis(200),
-                    redis::cmd("EVAL")
-                        .arg(RAW_RELEASE)
+                    redis::cmd("EVALSHA")
+                        .arg(&self.release_sha)
                         .arg(1)
                         .arg(key)
                         .arg(owner)
