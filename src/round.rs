@@ -5,12 +5,13 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{Stream, StreamExt};
+use tokio::sync::Notify;
 
 use crate::error::{Error, NodeError, Step};
 use crate::node::Node;
@@ -165,8 +166,7 @@ pub(crate) fn finish_in_background<T: Send + 'static>(calls: Calls<T>) {
 }
 
 /// The end of one owner's keys: whether they must go, and what the owner's release did on
-/// each node (`Some(true)` when it deleted the key there, `Some(false)` when it did not:
-/// not ours, or failed; `None` before it answered).
+/// each node (deleted the key there; kept it: not ours, or failed; or not answered yet).
 ///
 /// An acquire call still in flight when its attempt was decided can grant after the
 /// owner ended. If the owner's release on that node deleted the key, the grant was
@@ -177,16 +177,27 @@ pub(crate) struct Ending {
     /// Set once the owner's keys must go: the attempt failed or was cancelled, or its
     /// guard was released or dropped.
     ended: AtomicBool,
-    outcome: tokio::sync::watch::Sender<Vec<Option<bool>>>,
+    /// Per node: [`UNANSWERED`], [`KEPT`] or [`DELETED`].
+    outcome: Box<[AtomicU8]>,
+    /// Tasks waiting in [`deleted`](Self::deleted); releases notify only when there are
+    /// some (the common case has none, and a notification takes a lock).
+    waiting: AtomicUsize,
+    answered: Notify,
     /// Bound on waiting for an outcome (the release is bounded by the node timeout).
     limit: Duration,
 }
+
+const UNANSWERED: u8 = 0;
+const KEPT: u8 = 1;
+const DELETED: u8 = 2;
 
 impl Ending {
     pub(crate) fn new(n: usize, limit: Duration) -> Self {
         Self {
             ended: AtomicBool::new(false),
-            outcome: tokio::sync::watch::Sender::new(vec![None; n]),
+            outcome: (0..n).map(|_| AtomicU8::new(UNANSWERED)).collect(),
+            waiting: AtomicUsize::new(0),
+            answered: Notify::new(),
             limit,
         }
     }
@@ -210,25 +221,46 @@ impl Ending {
         announce: bool,
     ) -> Result<bool, NodeError> {
         let r = node.release(keys, owner, announce).await;
-        let deleted = matches!(r, Ok(true));
-        self.outcome.send_modify(|o| {
-            if let Some(slot) = o.get_mut(i) {
-                // A deletion stands: a later release (a retry) finding nothing is expected.
-                *slot = Some(slot.unwrap_or(false) || deleted);
-            }
-        });
+        self.record(i, matches!(r, Ok(true)));
         r
+    }
+
+    /// Records what the release on node `i` did and wakes whoever waits for it.
+    fn record(&self, i: usize, deleted: bool) {
+        let Some(slot) = self.outcome.get(i) else {
+            return;
+        };
+        // A deletion stands: a later release (a retry) finding nothing is expected.
+        slot.fetch_max(if deleted { DELETED } else { KEPT }, Ordering::SeqCst);
+        // Either a waiter counted itself before this store and is woken here, or it reads
+        // the outcome after counting itself (both sides are SeqCst).
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.answered.notify_waiters();
+        }
     }
 
     /// Whether the owner's release on node `i` deleted the key; waits (bounded) for it
     /// to answer, and says false when it did not in time.
     pub(crate) async fn deleted(&self, i: usize) -> bool {
-        let mut rx = self.outcome.subscribe();
-        let answered = rx.wait_for(|o| o.get(i).is_none_or(Option::is_some));
-        matches!(
-            tokio::time::timeout(self.limit, answered).await,
-            Ok(Ok(o)) if o.get(i) == Some(&Some(true))
-        )
+        let Some(slot) = self.outcome.get(i) else {
+            return false;
+        };
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let answered = async {
+            loop {
+                let notified = self.answered.notified();
+                tokio::pin!(notified);
+                // Registered before the outcome is read, so no notification falls between.
+                notified.as_mut().enable();
+                match slot.load(Ordering::SeqCst) {
+                    UNANSWERED => notified.await,
+                    outcome => return outcome == DELETED,
+                }
+            }
+        };
+        let deleted = tokio::time::timeout(self.limit, answered).await == Ok(true);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        deleted
     }
 }
 
@@ -299,6 +331,39 @@ mod tests {
         assert_eq!(round.tally.decision(), Decision::Pending);
         assert_eq!(round.errors(), [node_error(0)]);
         assert_eq!(left.running.len(), 2);
+    }
+
+    /// A waiter learns the release's outcome as soon as it is recorded; a deletion stands
+    /// against a later release that found nothing; no answer in time reads as "not
+    /// deleted".
+    #[tokio::test]
+    async fn ending_reports_each_nodes_release() {
+        let ending = Arc::new(Ending::new(3, Duration::from_secs(30)));
+        let waiter = tokio::spawn({
+            let ending = Arc::clone(&ending);
+            async move { ending.deleted(0).await }
+        });
+        while ending.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        ending.record(0, true);
+        // Woken by the record, long before the 30 s limit.
+        let woken = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert!(matches!(woken, Ok(Ok(true))), "{woken:?}");
+
+        ending.record(0, false);
+        assert!(
+            ending.deleted(0).await,
+            "a retry finding nothing undid a deletion"
+        );
+        ending.record(1, false);
+        assert!(!ending.deleted(1).await);
+        ending.record(1, true);
+        assert!(ending.deleted(1).await);
+
+        let quick = Ending::new(3, Duration::from_millis(10));
+        assert!(!quick.deleted(2).await, "no answer reads as not deleted");
+        assert!(!quick.deleted(7).await, "no such node");
     }
 
     /// As a stream, the calls hand out every reply once, then end.
