@@ -212,3 +212,38 @@ async fn only_waiting_subscribes() {
         .unwrap();
     assert!(next > first);
 }
+
+/// A node restarts while a waiter waits: its subscription connection is opened again and
+/// subscribes anew, and the release still wakes the waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_is_subscribed_again() {
+    let c = cluster(3);
+    let holder = c.client_builder().build().unwrap();
+    let g = holder.try_acquire("again").await.unwrap().unwrap();
+    let waiter = patient(c.urls());
+    let task = tokio::spawn(async move { waiter.acquire("again").await.map(|g| g.token()) });
+    let start = Instant::now();
+    while subscribers(&c, 0, "again").await < 1 {
+        assert!(start.elapsed() < Duration::from_secs(5), "never subscribed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Without persistence node 0 comes back empty: the holder's key there is gone, but
+    // it still holds nodes 1 and 2.
+    c.restart(0).unwrap();
+    while subscribers(&c, 0, "again").await < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not subscribed again after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!task.is_finished(), "the waiter got a held lock");
+    let first = g.token();
+    g.release().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("not woken: it would have slept its 30 s retry delay")
+        .unwrap()
+        .unwrap();
+    assert!(next > first);
+}
