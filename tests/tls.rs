@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use redfence::testkit::Cluster;
 
@@ -49,7 +50,46 @@ async fn locks_over_tls() {
     let g = client.try_acquire("tls").await.unwrap().expect("free");
     assert!(g.token().get() >= 1);
     g.extend().await.unwrap();
+
+    // A waiter is woken over TLS too: its retry delay is far longer than the test.
+    let waiter = redfence::Client::builder()
+        .nodes(urls.clone())
+        .tls_root_certificate(ca.clone())
+        .retry_delay(Duration::from_secs(30))
+        .retry_jitter(Duration::ZERO)
+        .wait_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let task = tokio::spawn(async move { waiter.acquire("tls").await.map(|g| g.token()) });
+    let start = Instant::now();
+    for (c, _) in &nodes {
+        let mut conn = redis::Client::open(c.url(0))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        loop {
+            let subs: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("redfence:{tls}:released")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if subs.first().is_some_and(|(_, n)| *n >= 1) {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "never subscribed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let first = g.token();
     assert!(g.release().await.unwrap());
+    let next = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("not woken over TLS")
+        .unwrap()
+        .unwrap();
+    assert!(next > first);
 
     // Without the private CA the certificate is not trusted: a typed error per node,
     // not a hang or a panic.
