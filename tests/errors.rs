@@ -39,8 +39,9 @@ async fn wrongtype_on_the_fence_key_is_reported_and_undone() {
     let err = c.acquire("typed").await.unwrap_err();
     // A lasting error fails at once instead of retrying for the 10 s wait timeout.
     assert!(start.elapsed() < Duration::from_secs(5));
+    // Two failures decide the round; the third node's error is there if it came in time.
     let errors = err.node_errors();
-    assert_eq!(errors.len(), 2, "{err}");
+    assert!((2..=3).contains(&errors.len()), "{err}");
     assert!(
         errors.iter().all(|e| e.kind() == NodeErrorKind::WrongType),
         "{err}"
@@ -48,8 +49,16 @@ async fn wrongtype_on_the_fence_key_is_reported_and_undone() {
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
     assert!(err.to_string().contains(&fence_key("typed")), "{err}");
     for i in 0..3 {
-        let exists: i64 = cmd(&cluster, i, &["EXISTS", &lock_key("typed")]).await;
-        assert_eq!(exists, 0, "node {i} kept a lock key without a token");
+        // A node whose call was still in flight when the round was decided undoes its
+        // grant in the background: give it (bounded) time.
+        let start = Instant::now();
+        while cmd::<i64>(&cluster, i, &["EXISTS", &lock_key("typed")]).await != 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "node {i} kept a lock key without a token"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let len: i64 = cmd(&cluster, i, &["LLEN", &fence_key("typed")]).await;
         assert_eq!(len, 1, "user data on node {i} was touched");
     }
