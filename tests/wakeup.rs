@@ -5,9 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use redfence::Client;
 use redfence::testkit::Cluster;
+use redfence::{Client, FencingToken, LockGuard};
 use support::cluster;
+use tokio::task::JoinHandle;
 
 /// A client whose retry delay (30 s) is far longer than any test here: only a wake-up
 /// can make it acquire quickly.
@@ -203,14 +204,7 @@ async fn only_waiting_subscribes() {
             "node {i}"
         );
     }
-    let first = held.token();
-    held.release().await.unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("not woken")
-        .unwrap()
-        .unwrap();
-    assert!(next > first);
+    hand_over(held, task).await;
 }
 
 /// A node restarts while a waiter waits: its subscription connection is opened again and
@@ -238,11 +232,16 @@ async fn a_restarted_node_is_subscribed_again() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!task.is_finished(), "the waiter got a held lock");
-    let first = g.token();
-    g.release().await.unwrap();
+    hand_over(g, task).await;
+}
+
+/// Releases `held` and checks that the waiting `task` is woken and gets a newer token.
+async fn hand_over(held: LockGuard, task: JoinHandle<Result<FencingToken, redfence::Error>>) {
+    let first = held.token();
+    held.release().await.unwrap();
     let next = tokio::time::timeout(Duration::from_secs(10), task)
         .await
-        .expect("not woken: it would have slept its 30 s retry delay")
+        .expect("not woken: it would have slept its retry delay")
         .unwrap()
         .unwrap();
     assert!(next > first);
