@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use futures::future::join_all;
 use redfence::testkit::Cluster;
 use redfence::{AcquireOptions, Client};
@@ -120,6 +121,27 @@ impl Raw {
         .await;
         ok.into_iter().filter(|x| *x).count() > self.conns.len() / 2
     }
+    /// Time until a majority of the nodes answered a `PING` sent to all at once.
+    async fn quorum_ping(&self) -> Duration {
+        let t = Instant::now();
+        let mut pings: futures::stream::FuturesUnordered<_> = self
+            .conns
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                async move {
+                    let _: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
+                }
+            })
+            .collect();
+        for _ in 0..self.conns.len() / 2 + 1 {
+            pings.next().await;
+        }
+        let quorum = t.elapsed();
+        while pings.next().await.is_some() {}
+        quorum
+    }
+
     async fn release(&self, key: &str, owner: &str) {
         join_all(self.conns.iter().map(|c| {
             let mut c = c.clone();
@@ -401,8 +423,12 @@ fn clone_contender(c: &Contender) -> Contender {
 
 /// 16 tasks on one key holding ~1 ms: hand-offs per second, time from a release to the
 /// next acquisition, and each acquisition's total wait (fairness: its maximum).
-async fn contended(cs: &[Contender], window: Duration, rtt_us: f64) -> Vec<Row> {
+async fn contended(cs: &[Contender], window: Duration) -> Vec<Row> {
     let hold = Duration::from_millis(1);
+    let raw = cs.iter().find_map(|c| match c {
+        Contender::Raw(r) => Some(r.clone()),
+        _ => None,
+    });
     let mut rows = Vec::new();
     for c in cs {
         if matches!(c, Contender::Raw(_)) {
@@ -412,6 +438,21 @@ async fn contended(cs: &[Contender], window: Duration, rtt_us: f64) -> Vec<Row> 
         let base = Instant::now();
         let released = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        // The round trip, measured alongside under the same load (the machine's speed
+        // drifts between scenarios, and an idle wait wakes slower than a busy loop): a
+        // `PING` to every node at once, every millisecond, timed to the majority's reply,
+        // as a lock round is.
+        let probe = raw.clone().map(|raw| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut rtts = Sample::default();
+                while !stop.load(Ordering::Relaxed) {
+                    rtts.0.push(raw.quorum_ping().await);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                rtts
+            })
+        });
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let (c, released, stop) = (c.clone(), released.clone(), stop.clone());
@@ -443,6 +484,10 @@ async fn contended(cs: &[Contender], window: Duration, rtt_us: f64) -> Vec<Row> 
         }
         // The ceiling uses the hold as measured (a 1 ms sleep lasts longer).
         let mean_hold = held.0.iter().sum::<Duration>().as_secs_f64() / held.0.len().max(1) as f64;
+        let rtt_us = match probe {
+            Some(p) => p.await.unwrap().pct(0.5),
+            None => f64::NAN,
+        };
         let ceiling = 1.0 / (mean_hold + rtt_us / 1e6);
         let rate = handoffs.0.len() as f64 / elapsed.as_secs_f64();
         rows.push(Row {
@@ -452,7 +497,9 @@ async fn contended(cs: &[Contender], window: Duration, rtt_us: f64) -> Vec<Row> 
             p99_us: handoffs.pct(0.99),
             ops_per_s: rate,
             extra: format!(
-                "p50/p99 = release to next acquisition; total wait p50/p99/max {:.0}/{:.0}/{:.0} us; {:.0}% of the {:.0}/s ceiling (hold {:.2} ms + RTT)",
+                "p50/p99 = release to next acquisition; p50 = {:.2} round trips (majority PING p50 {:.0} us, measured alongside); total wait p50/p99/max {:.0}/{:.0}/{:.0} us; {:.0}% of the {:.0}/s ceiling (hold {:.2} ms + RTT)",
+                handoffs.pct(0.5) / rtt_us,
+                rtt_us,
                 waits.pct(0.5),
                 waits.pct(0.99),
                 waits.max(),
@@ -615,15 +662,10 @@ fn main() {
         } else {
             Duration::from_secs(3)
         };
-        // Scenario 1 also gives the round trip that scenario 3's ceiling is based on.
-        if run(1) || run(3) {
+        if run(1) {
             eprintln!("1: uncontended cycle");
             rows.extend(uncontended("1 uncontended cycle", &cs, rounds, per_round, budget).await);
         }
-        let rtt = rows
-            .iter()
-            .find(|r| r.contender == "raw")
-            .map_or(200.0, |r| r.p50_us / 2.0);
         if run(2) {
             eprintln!("2: 64 parallel keys");
             let pids: Vec<u32> = (0..cluster.len()).filter_map(|i| cluster.pid(i)).collect();
@@ -631,7 +673,7 @@ fn main() {
         }
         if run(3) {
             eprintln!("3: contended");
-            rows.extend(contended(&cs, window * 2, rtt).await);
+            rows.extend(contended(&cs, window * 2).await);
         }
         if run(4) {
             eprintln!("4: one node frozen");

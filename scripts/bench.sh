@@ -5,7 +5,7 @@
 #   scripts/bench.sh            # full run (several minutes)
 #   scripts/bench.sh --quick    # every scenario briefly (under 3 minutes)
 #   scripts/bench.sh --json     # also one JSON object per line
-#   scripts/bench.sh --only 2,3 # just those scenarios (1 runs too for 3: its RTT)
+#   scripts/bench.sh --only 2,3 # just those scenarios
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prev=
