@@ -202,7 +202,8 @@ pub enum Step {
     Extend,
     /// Deleting the lock.
     Release,
-    /// Reading a lock's state ([`Client::inspect`](crate::Client::inspect)).
+    /// Reading a lock's state ([`Client::inspect`](crate::Client::inspect)) or a node's
+    /// settings ([`Client::check_nodes`](crate::Client::check_nodes)).
     Inspect,
 }
 

@@ -3,6 +3,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod attempt;
+mod checks;
 mod config;
 mod error;
 pub mod fence;
@@ -19,6 +20,7 @@ pub mod testkit;
 mod wakeup;
 mod watchdog;
 
+pub use checks::{NodeCheck, NodeWarning};
 pub use config::{
     ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_NODE_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_TTL,

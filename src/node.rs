@@ -387,6 +387,45 @@ impl Node {
         Ok((owner, pttl, counter))
     }
 
+    /// `CONFIG GET` of the named settings, as (name, value) pairs.
+    pub(crate) async fn config_get(
+        self: &Arc<Self>,
+        names: &[&str],
+    ) -> Result<Vec<(String, String)>, NodeError> {
+        let step = Step::Inspect;
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg(names);
+        let v = self.call(step, Request::Command(cmd)).await?;
+        let Value::Array(items) = &v else {
+            return Err(self.bad_reply(step, &v));
+        };
+        let text = |v: &Value| match v {
+            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        };
+        items
+            .chunks(2)
+            .map(|pair| match pair {
+                [name, value] => text(name)
+                    .zip(text(value))
+                    .ok_or_else(|| self.bad_reply(step, &v)),
+                _ => Err(self.bad_reply(step, &v)),
+            })
+            .collect()
+    }
+
+    /// The text of `INFO` for the named sections.
+    pub(crate) async fn info(self: &Arc<Self>, sections: &[&str]) -> Result<String, NodeError> {
+        let step = Step::Inspect;
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg(sections);
+        match self.call(step, Request::Command(cmd)).await? {
+            Value::BulkString(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Value::VerbatimString { text, .. } => Ok(text),
+            other => Err(self.bad_reply(step, &other)),
+        }
+    }
+
     fn flag(&self, step: Step, v: Value) -> Result<bool, NodeError> {
         match v {
             Value::Int(1) => Ok(true),
@@ -414,6 +453,8 @@ enum Request {
     Script(&'static Script, Cmd),
     /// Plain commands in one write; their replies come back as an array, errors included.
     Pipeline(Pipeline),
+    /// One plain command.
+    Command(Cmd),
 }
 
 /// Sends a request. An EVALSHA that meets NOSCRIPT (a node restarted without
@@ -428,5 +469,6 @@ async fn send(conn: &mut MultiplexedConnection, request: &Request) -> RedisResul
             r => r,
         },
         Request::Pipeline(pipe) => pipe.query_async(conn).await,
+        Request::Command(cmd) => cmd.query_async(conn).await,
     }
 }

@@ -283,6 +283,12 @@ async fn status_shows_every_node() {
     );
     assert_eq!(out.matches(" up ").count(), 2, "{out}");
     assert!(out.contains("unreachable"), "{out}");
+    // The test kit's nodes run without AOF: each live one is warned about.
+    for i in [0, 1] {
+        let warning = format!("warning: node 127.0.0.1:{}: appendonly is no", c.port(i));
+        assert!(out.contains(&warning), "{out}");
+    }
+    assert_eq!(out.matches("warning:").count(), 2, "{out}");
     g.release().await.unwrap();
     let o = redfence(&nodes(&c), &["status", "shown"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("not held"));

@@ -51,7 +51,9 @@ enum Command {
     /// Run a command while holding a lock, like flock(1) across machines.
     #[command(after_help = run::AFTER_HELP)]
     Run(run::RunArgs),
-    /// Show a lock on every node: reachable, owner, remaining TTL, fence counter.
+    /// Show a lock on every node: reachable, owner, remaining TTL, fence counter; and
+    /// warn about node settings that break redfence's promises (eviction, no AOF fsync,
+    /// replicas, cluster mode).
     #[command(
         after_help = "Example:\n  redfence status --nodes redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 jobs"
     )]
@@ -201,6 +203,19 @@ async fn status(args: StatusArgs) -> ExitCode {
                 l.fence.map_or("-".into(), |f| f.to_string()),
             ),
             Err(e) => println!("{:<22} {:<12} {e}", v.node, "unreachable"),
+        }
+    }
+    // The settings that break a promise (an unreachable node was reported above).
+    for check in client.check_nodes().await {
+        for w in &check.warnings {
+            println!("warning: node {}: {w}", check.node);
+        }
+        let up = status
+            .nodes
+            .iter()
+            .any(|v| v.node == check.node && v.state.is_ok());
+        for e in check.unreadable.iter().filter(|_| up) {
+            println!("note: node {}: settings not readable: {e}", check.node);
         }
     }
     ExitCode::SUCCESS
