@@ -47,8 +47,16 @@ impl Client {
 
         let mut calls = Calls::with_capacity(n);
         for (i, node) in nodes.iter().enumerate() {
-            let (node, keys, owner) = (Arc::clone(node), Arc::clone(keys), owner.clone());
-            calls.push(i, async move { node.acquire(&keys, &owner, ttl_ms).await });
+            let (node, keys, owner, ending) = (
+                Arc::clone(node),
+                Arc::clone(keys),
+                owner.clone(),
+                Arc::clone(&ending),
+            );
+            calls.push(i, async move {
+                let repeated = || ending.repeated(i);
+                node.acquire(&keys, &owner, ttl_ms, repeated).await
+            });
         }
         let (round, pending) = run_round(calls, n, acquire_vote, decided, None).await;
         self.finish_stragglers(pending, keys, &owner, &ending);

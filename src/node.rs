@@ -181,13 +181,26 @@ impl Node {
     /// included.
     ///
     /// A connection found broken (the node restarted since it was opened) is replaced and
-    /// the call sent once more, within the same timeout: every script is idempotent for
-    /// its owner, so a call that did run before the break is safe to repeat.
+    /// the call sent once more, within the same timeout: every call is idempotent for its
+    /// owner, so one that did run before the break is safe to repeat.
     async fn call(self: &Arc<Self>, step: Step, request: Request) -> Result<Value, NodeError> {
+        self.call_repeating(step, request, || {}).await
+    }
+
+    /// [`call`](Self::call), telling `on_repeat` just before a repeat is sent.
+    async fn call_repeating(
+        self: &Arc<Self>,
+        step: Step,
+        request: Request,
+        on_repeat: impl Fn(),
+    ) -> Result<Value, NodeError> {
         let call = async {
             let mut retried = false;
             loop {
                 let (mut conn, generation) = self.connection().await?;
+                if retried {
+                    on_repeat();
+                }
                 match send(&mut conn, &request).await {
                     Ok(v) => return Ok(v),
                     Err(e) => {
@@ -230,14 +243,19 @@ impl Node {
     /// ran while we held the lock here, on a counter at least as high as every token
     /// committed before, which is what [`commit`](crate::attempt) relies on.
     ///
-    /// `GET` tells our own earlier grant (a retry after a lost reply) from another
-    /// owner's, and makes a key of the wrong type an error rather than a refusal. It needs
-    /// Redis 7.0 or Valkey.
+    /// `GET` makes a key of the wrong type an error rather than a refusal, and tells a
+    /// key already holding our owner id (ours, whatever put it there) from another
+    /// owner's. It needs Redis 7.0 or Valkey.
+    ///
+    /// A grant repeated on a new connection may land after the owner's release there (the
+    /// release can overtake it); `on_repeat` is told before the repeat is sent, so that
+    /// the owner's end does not count on that release (see `Ending::deleted`).
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         keys: &Keys,
         owner: &str,
         ttl_ms: u64,
+        on_repeat: impl Fn(),
     ) -> Result<Option<u64>, NodeError> {
         let step = Step::Acquire;
         // Sized up front: each growing buffer would be another allocation per node.
@@ -253,7 +271,9 @@ impl Node {
         incr.arg("INCR").arg(&keys.fence);
         let mut pipe = Pipeline::with_capacity(2);
         pipe.add_command(set).add_command(incr).ignore_errors();
-        let v = self.call(step, Request::Pipeline(pipe)).await?;
+        let v = self
+            .call_repeating(step, Request::Pipeline(pipe), on_repeat)
+            .await?;
         let Value::Array(replies) = &v else {
             return Err(self.bad_reply(step, &v));
         };

@@ -179,6 +179,9 @@ pub(crate) struct Ending {
     ended: AtomicBool,
     /// Per node: [`UNANSWERED`], [`KEPT`] or [`DELETED`].
     outcome: Box<[AtomicU8]>,
+    /// Per node: the grant was sent a second time, on a new connection, so the owner's
+    /// release may have come before it and deleting proves nothing.
+    repeated: Box<[AtomicBool]>,
     /// Tasks waiting in [`deleted`](Self::deleted); releases notify only when there are
     /// some (the common case has none, and a notification takes a lock).
     waiting: AtomicUsize,
@@ -196,6 +199,7 @@ impl Ending {
         Self {
             ended: AtomicBool::new(false),
             outcome: (0..n).map(|_| AtomicU8::new(UNANSWERED)).collect(),
+            repeated: (0..n).map(|_| AtomicBool::new(false)).collect(),
             waiting: AtomicUsize::new(0),
             answered: Notify::new(),
             limit,
@@ -239,13 +243,29 @@ impl Ending {
         }
     }
 
-    /// Whether the owner's release on node `i` deleted the key; waits (bounded) for it
-    /// to answer, and says false when it did not in time.
+    /// The grant on node `i` is about to be sent again, on a new connection.
+    pub(crate) fn repeated(&self, i: usize) {
+        if let Some(r) = self.repeated.get(i) {
+            r.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the owner's release on node `i` deleted the key before any grant could
+    /// follow it; waits (bounded) for it to answer, and says false when it did not in
+    /// time, or when the grant was repeated (the repeat may have come after the release).
     pub(crate) async fn deleted(&self, i: usize) -> bool {
         let Some(slot) = self.outcome.get(i) else {
             return false;
         };
-        self.waiting.fetch_add(1, Ordering::SeqCst);
+        if self
+            .repeated
+            .get(i)
+            .is_some_and(|r| r.load(Ordering::SeqCst))
+        {
+            return false;
+        }
+        // Counted in for as long as this waits, cancellation included.
+        let _waiting = Waiting::new(&self.waiting);
         let answered = async {
             loop {
                 let notified = self.answered.notified();
@@ -258,9 +278,23 @@ impl Ending {
                 }
             }
         };
-        let deleted = tokio::time::timeout(self.limit, answered).await == Ok(true);
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        deleted
+        tokio::time::timeout(self.limit, answered).await == Ok(true)
+    }
+}
+
+/// One waiter counted in [`Ending::waiting`] while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -361,9 +395,18 @@ mod tests {
         ending.record(1, true);
         assert!(ending.deleted(1).await);
 
+        // A repeated grant may have followed the release: the deletion proves nothing.
+        ending.repeated(1);
+        assert!(!ending.deleted(1).await);
+
         let quick = Ending::new(3, Duration::from_millis(10));
         assert!(!quick.deleted(2).await, "no answer reads as not deleted");
         assert!(!quick.deleted(7).await, "no such node");
+
+        // A waiter that is cancelled counts itself out.
+        let cancelled = tokio::time::timeout(Duration::from_millis(10), ending.deleted(2)).await;
+        assert!(cancelled.is_err());
+        assert_eq!(ending.waiting.load(Ordering::SeqCst), 0);
     }
 
     /// As a stream, the calls hand out every reply once, then end.
