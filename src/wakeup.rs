@@ -12,6 +12,7 @@
 //! the waiters, with no reader task in between (one task hop less per hand-off).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,13 @@ struct NodeSub {
     /// After a timeout, the node is skipped until then, so a frozen node does not make
     /// every new resource's subscription queue up behind it.
     skip_until: Mutex<Option<Instant>>,
+    /// When the current connection was opened: one that drops sooner than [`SKIP`] after
+    /// is reopened only after a pause, so a server that keeps dropping subscribers does
+    /// not get a reconnect loop.
+    opened_at: Mutex<Option<Instant>>,
+    /// Bumped by every connect; a disconnection notice names the connection it is about,
+    /// so a late one cannot take a newer connection's place.
+    generation: AtomicU64,
 }
 
 /// How long a node that timed out is left alone.
@@ -74,6 +82,8 @@ impl Wakeups {
                     client: resp3(client),
                     conn: tokio::sync::Mutex::new(None),
                     skip_until: Mutex::new(None),
+                    opened_at: Mutex::new(None),
+                    generation: AtomicU64::new(0),
                 })
                 .collect(),
             channels: Mutex::new(HashMap::new()),
@@ -151,11 +161,15 @@ impl Wakeups {
             self.connect(i, &mut slot).await;
         } else if let Some(mut conn) = slot.clone() {
             // A node without pub/sub (or too slow) leaves its waiters on the retry delay.
-            if tokio::time::timeout(self.timeout, conn.subscribe(channel))
-                .await
-                .is_err()
-            {
-                self.skip(i);
+            match tokio::time::timeout(self.timeout, conn.subscribe(channel)).await {
+                Err(_) => self.skip(i),
+                // Broken without a disconnection notice: open a new one, which subscribes
+                // every wanted channel.
+                Ok(Err(e)) if e.is_connection_dropped() || e.is_unrecoverable_error() => {
+                    slot.take();
+                    self.connect(i, &mut slot).await;
+                }
+                Ok(_) => {}
             }
         }
     }
@@ -190,6 +204,7 @@ impl Wakeups {
                 return Some(conn.clone());
             }
             let weak = Arc::downgrade(self);
+            let generation = self.nodes[i].generation.fetch_add(1, Ordering::SeqCst) + 1;
             // Runs on the connection's task, for every push it reads: it must not block.
             let pushed = move |push: PushInfo| -> Result<(), ()> {
                 match push.kind {
@@ -202,7 +217,7 @@ impl Wakeups {
                     }
                     PushKind::Disconnection if tokio::runtime::Handle::try_current().is_ok() => {
                         let weak = weak.clone();
-                        tokio::spawn(async move { forget(&weak, i).await });
+                        tokio::spawn(async move { forget(&weak, i, generation).await });
                     }
                     _ => {}
                 }
@@ -229,10 +244,26 @@ impl Wakeups {
                 .filter(|(_, ch)| ch.subscribed)
                 .map(|(name, _)| name.clone())
                 .collect();
-            for channel in active {
-                let _ = tokio::time::timeout(self.timeout, conn.subscribe(&channel)).await;
+            // One SUBSCRIBE for them all, so a slow node holds its lock one timeout at most.
+            if !active.is_empty()
+                && !matches!(
+                    tokio::time::timeout(self.timeout, conn.subscribe(&active)).await,
+                    Ok(Ok(()))
+                )
+            {
+                self.skip(i);
+                return None;
             }
+            *self.nodes[i]
+                .opened_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
             *slot = Some(conn.clone());
+            // A release announced while the subscription was down was not heard: wake the
+            // waiters once, as after a first subscription.
+            for channel in &active {
+                self.notify(channel);
+            }
             Some(conn)
         })
     }
@@ -276,25 +307,45 @@ impl Wakeups {
     }
 }
 
-/// The connection of node `i` dropped: forget it, then reconnect (which resubscribes
-/// every channel whose waiters listen), once a second while there are such waiters and the
-/// client lives.
-async fn forget(weak: &Weak<Wakeups>, i: usize) {
-    loop {
+/// Connection `generation` of node `i` dropped: forget it (unless a newer one is in
+/// place), then reopen it (which resubscribes every channel whose waiters listen) while
+/// there are such waiters and the client lives: at once if the broken connection had
+/// lived a while, otherwise, and after every failure, after a pause of [`SKIP`].
+async fn forget(weak: &Weak<Wakeups>, i: usize, generation: u64) {
+    let mut pause = {
         let Some(w) = weak.upgrade() else { return };
         let mut slot = w.nodes[i].conn.lock().await;
+        if w.nodes[i].generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
         slot.take();
+        let opened_at = *w.nodes[i]
+            .opened_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        opened_at.is_some_and(|t| t.elapsed() < SKIP)
+    };
+    loop {
+        if pause {
+            let Some(w) = weak.upgrade() else { return };
+            let mut alive = w.alive.subscribe();
+            drop(w);
+            tokio::select! {
+                () = tokio::time::sleep(SKIP) => {}
+                // The client is gone.
+                _ = alive.changed() => return,
+            }
+        }
+        pause = true;
+        let Some(w) = weak.upgrade() else { return };
+        let mut slot = w.nodes[i].conn.lock().await;
+        // A new waiter's subscription may have reconnected meanwhile.
+        if slot.is_some() {
+            return;
+        }
         let listening = w.lock().values().any(|ch| ch.subscribed);
         if !listening || w.connect(i, &mut slot).await.is_some() {
             return;
-        }
-        let mut alive = w.alive.subscribe();
-        drop(slot);
-        drop(w);
-        tokio::select! {
-            () = tokio::time::sleep(SKIP) => {}
-            // The client is gone.
-            _ = alive.changed() => return,
         }
     }
 }
