@@ -218,20 +218,10 @@ impl Shared {
     pub(crate) async fn release(&self) -> Result<bool, Error> {
         self.ending.end();
         self.mark_released();
-        let nodes = self.client.nodes();
-        let n = nodes.len();
-        let mut calls = Calls::with_capacity(n);
-        for (i, node) in nodes.iter().enumerate() {
-            let (node, keys, owner, ending) = (
-                Arc::clone(node),
-                Arc::clone(&self.keys),
-                self.owner.clone(),
-                Arc::clone(&self.ending),
-            );
-            calls.push(i, async move {
-                ending.release(&node, i, &keys, &owner, true).await
-            });
-        }
+        let n = self.client.nodes().len();
+        let calls = self
+            .client
+            .release_calls(0..n, &self.keys, &self.owner, true, &self.ending);
         let (round, pending) = run_round(calls, n, flag_vote, decided, None).await;
         finish_in_background(pending);
         match round.tally.decision() {

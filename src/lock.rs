@@ -389,19 +389,33 @@ impl Client {
         announce: bool,
         ending: Arc<Ending>,
     ) {
+        let calls = self.release_calls(nodes.iter().copied(), keys, owner, announce, &ending);
+        finish_in_background(calls);
+    }
+
+    /// One release of `owner` per given node, each recorded in `ending`; `announce`
+    /// wakes waiters (for a lock that was held).
+    pub(crate) fn release_calls(
+        &self,
+        nodes: impl ExactSizeIterator<Item = usize>,
+        keys: &Arc<Keys>,
+        owner: &Arc<str>,
+        announce: bool,
+        ending: &Arc<Ending>,
+    ) -> Calls<bool> {
         let mut calls = Calls::with_capacity(nodes.len());
-        for &i in nodes {
+        for i in nodes {
             let (node, keys, owner, ending) = (
                 Arc::clone(&self.0.nodes[i]),
                 Arc::clone(keys),
                 owner.clone(),
-                Arc::clone(&ending),
+                Arc::clone(ending),
             );
             calls.push(i, async move {
                 ending.release(&node, i, &keys, &owner, announce).await
             });
         }
-        finish_in_background(calls);
+        calls
     }
 }
 

@@ -333,9 +333,10 @@ impl Node {
         token: u64,
     ) -> Result<Option<u64>, NodeError> {
         let step = Step::Commit;
-        let mut cmd = evalsha(&COMMIT, &[&keys.lock, &keys.fence]);
-        cmd.arg(owner).arg(token);
-        let v = self.call(step, Request::Script(&COMMIT, cmd)).await?;
+        let request = evalsha(&COMMIT, &[&keys.lock, &keys.fence], |c| {
+            c.arg(owner).arg(token);
+        });
+        let v = self.call(step, request).await?;
         match v {
             Value::Nil | Value::Boolean(false) => Ok(None),
             ref bulk @ Value::BulkString(_) => self
@@ -353,11 +354,10 @@ impl Node {
         owner: &str,
         ttl_ms: u64,
     ) -> Result<bool, NodeError> {
-        let mut cmd = evalsha(&EXTEND, &[&keys.lock]);
-        cmd.arg(owner).arg(ttl_ms);
-        let v = self
-            .call(Step::Extend, Request::Script(&EXTEND, cmd))
-            .await?;
+        let request = evalsha(&EXTEND, &[&keys.lock], |c| {
+            c.arg(owner).arg(ttl_ms);
+        });
+        let v = self.call(Step::Extend, request).await?;
         self.flag(Step::Extend, v)
     }
 
@@ -370,11 +370,10 @@ impl Node {
         announce: bool,
     ) -> Result<bool, NodeError> {
         let channel = if announce { keys.released.as_str() } else { "" };
-        let mut cmd = evalsha(&RELEASE, &[&keys.lock]);
-        cmd.arg(owner).arg(channel);
-        let v = self
-            .call(Step::Release, Request::Script(&RELEASE, cmd))
-            .await?;
+        let request = evalsha(&RELEASE, &[&keys.lock], |c| {
+            c.arg(owner).arg(channel);
+        });
+        let v = self.call(Step::Release, request).await?;
         self.flag(Step::Release, v)
     }
 
@@ -384,8 +383,8 @@ impl Node {
         keys: &Keys,
     ) -> Result<(Option<String>, Option<u64>, Option<u64>), NodeError> {
         let step = Step::Inspect;
-        let cmd = evalsha(&INSPECT, &[&keys.lock, &keys.fence]);
-        let v = self.call(step, Request::Script(&INSPECT, cmd)).await?;
+        let request = evalsha(&INSPECT, &[&keys.lock, &keys.fence], |_| {});
+        let v = self.call(step, request).await?;
         let Value::Array(items) = &v else {
             return Err(self.bad_reply(step, &v));
         };
@@ -455,16 +454,17 @@ impl Node {
     }
 }
 
-/// `EVALSHA sha numkeys keys...`, for the caller to add the script's arguments; sized so
-/// that building it does not reallocate.
-fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
+/// `EVALSHA sha numkeys keys... args...` of `script`, the arguments added by `args`;
+/// sized so that building it does not reallocate.
+fn evalsha(script: &'static Script, keys: &[&str], args: impl FnOnce(&mut Cmd)) -> Request {
     let data = 64 + script.get_hash().len() + keys.iter().map(|k| k.len()).sum::<usize>();
     let mut cmd = Cmd::with_capacity(5 + keys.len(), data + 64);
     cmd.arg("EVALSHA")
         .arg(script.get_hash())
         .arg(keys.len())
         .arg(keys);
-    cmd
+    args(&mut cmd);
+    Request::Script(script, cmd)
 }
 
 /// What one call sends.
