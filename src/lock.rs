@@ -197,9 +197,10 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::WaitTimeout`] when the wait ran out, carrying the last attempt's error (or
-    /// none, if the lock was simply held); [`Error::InvalidResource`]; a non-retryable
-    /// [`Error::NoQuorum`] at once (every failed node refused for a lasting reason:
-    /// authentication, permission, a key of the wrong type).
+    /// none, if the lock was simply held); [`Error::InvalidResource`];
+    /// [`Error::NoQuorum`] at once when nodes failing for a lasting reason
+    /// (authentication, permission, a read-only node, a key of the wrong type) are enough
+    /// on their own to rule out a quorum (a minority of them only costs retries).
     pub async fn acquire(&self, resource: &str) -> Result<LockGuard, Error> {
         self.acquire_with(resource, AcquireOptions::new()).await
     }
@@ -420,10 +421,22 @@ impl Client {
 }
 
 /// Whether `acquire` should try again after this error.
+///
+/// A lasting error (a read-only or misconfigured node, a permission, a key of the wrong
+/// type) ends the wait only when the nodes failing that way are enough, on their own, to
+/// rule out a quorum. One such node among three is no reason to stop: the round it helped
+/// lose may have been lost to another owner's key as well, and the other two nodes grant
+/// once that key is gone.
 fn retryable(e: &Error) -> bool {
     match e {
-        Error::NoQuorum { errors, .. } => {
-            errors.is_empty() || errors.iter().any(|e| e.kind().is_transient())
+        Error::NoQuorum {
+            errors,
+            nodes,
+            quorum,
+            ..
+        } => {
+            let lasting = errors.iter().filter(|e| !e.kind().is_transient()).count();
+            lasting <= nodes - quorum
         }
         Error::NoValidity { .. } => true,
         _ => false,
@@ -463,6 +476,39 @@ mod tests {
         for _ in 0..1000 {
             let x = jittered(d, j);
             assert!(x >= d - j && x <= d + j, "{x:?}");
+        }
+    }
+
+    /// Lasting errors end the wait only when they alone rule out a quorum; transient
+    /// ones never do.
+    #[test]
+    fn lasting_errors_end_the_wait_only_when_they_rule_out_a_quorum() {
+        use crate::error::{NodeError, NodeErrorKind, Step};
+        for n in 1..=9usize {
+            let q = quorum::quorum(n);
+            for lasting in 0..=n {
+                for transient in 0..=n - lasting {
+                    let kinds = std::iter::repeat_n(NodeErrorKind::WrongType, lasting)
+                        .chain(std::iter::repeat_n(NodeErrorKind::Timeout, transient));
+                    let errors = kinds
+                        .enumerate()
+                        .map(|(i, k)| {
+                            NodeError::new(&format!("n{i}"), Step::Acquire, k, "x".into())
+                        })
+                        .collect();
+                    let e = Error::NoQuorum {
+                        resource: "r".into(),
+                        step: Step::Acquire,
+                        granted: 0,
+                        refused: 0,
+                        failed: lasting + transient,
+                        quorum: q,
+                        nodes: n,
+                        errors,
+                    };
+                    assert_eq!(retryable(&e), lasting + q <= n, "n {n}, lasting {lasting}");
+                }
+            }
         }
     }
 
