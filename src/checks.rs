@@ -129,7 +129,7 @@ impl Client {
 
 async fn check(node: &Arc<Node>) -> NodeCheck {
     let (config, info) = futures::join!(
-        node.config_get(&["maxmemory-policy", "appendonly", "appendfsync"]),
+        node.config_get(&["maxmemory", "maxmemory-policy", "appendonly", "appendfsync"]),
         node.info(&["replication", "cluster"]),
     );
     let mut warnings = Vec::new();
@@ -149,8 +149,9 @@ async fn check(node: &Arc<Node>) -> NodeCheck {
     }
 }
 
-/// The warnings `CONFIG GET maxmemory-policy appendonly appendfsync` calls for. A
-/// setting missing from the reply is not judged.
+/// The warnings `CONFIG GET maxmemory maxmemory-policy appendonly appendfsync` calls for.
+/// A setting missing from the reply is not judged, except that an evicting policy is
+/// named unless `maxmemory` is known to be 0 (no limit, so nothing is ever evicted).
 fn judge_config(settings: &[(String, String)]) -> Vec<NodeWarning> {
     let get = |name: &str| {
         settings
@@ -159,7 +160,8 @@ fn judge_config(settings: &[(String, String)]) -> Vec<NodeWarning> {
             .map(|(_, v)| v.to_ascii_lowercase())
     };
     let mut warnings = Vec::new();
-    if let Some(policy) = get("maxmemory-policy").filter(|p| p != "noeviction") {
+    let unlimited = get("maxmemory").as_deref() == Some("0");
+    if let Some(policy) = get("maxmemory-policy").filter(|p| p != "noeviction" && !unlimited) {
         warnings.push(NodeWarning::Eviction { policy });
     }
     if let (Some(aof), Some(fsync)) = (get("appendonly"), get("appendfsync")) {
@@ -246,6 +248,24 @@ mod tests {
             ]
         );
         assert_eq!(judge_info("role:slave\r\n"), [NodeWarning::Replica]);
+    }
+
+    /// Without a memory limit no policy evicts anything.
+    #[test]
+    fn an_evicting_policy_without_a_memory_limit_is_harmless() {
+        let policy = |maxmemory: &str| {
+            judge_config(&pairs(&[
+                ("maxmemory", maxmemory),
+                ("maxmemory-policy", "allkeys-lru"),
+            ]))
+        };
+        assert_eq!(policy("0"), []);
+        assert_eq!(
+            policy("104857600"),
+            [NodeWarning::Eviction {
+                policy: "allkeys-lru".into()
+            }]
+        );
     }
 
     #[test]

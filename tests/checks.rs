@@ -29,10 +29,11 @@ async fn durable_noeviction_primaries_pass() {
 async fn eviction_and_no_aof_are_named() {
     let c = Cluster::builder()
         .nodes(3)
-        .args(["--maxmemory-policy", "allkeys-lru"])
+        .args(["--maxmemory-policy", "allkeys-lru", "--maxmemory", "100mb"])
         .start()
         .unwrap();
-    let checks = c.client_builder().build().unwrap().check_nodes().await;
+    let client = c.client_builder().build().unwrap();
+    let checks = client.check_nodes().await;
     for check in &checks {
         assert_eq!(
             check.warnings,
@@ -45,6 +46,21 @@ async fn eviction_and_no_aof_are_named() {
                     appendfsync: "everysec".into()
                 }
             ],
+            "{}",
+            check.node
+        );
+    }
+    // Without a memory limit the policy never evicts: only the durability is named.
+    for i in 0..3 {
+        cmd::<()>(&c, i, &["CONFIG", "SET", "maxmemory", "0"]).await;
+    }
+    for check in client.check_nodes().await {
+        assert_eq!(
+            check.warnings,
+            [NodeWarning::NotDurable {
+                appendonly: false,
+                appendfsync: "everysec".into()
+            }],
             "{}",
             check.node
         );
