@@ -294,6 +294,17 @@ impl NodeError {
         )
     }
 
+    /// No answer before a budget other than the node timeout ran out (`budget` says which,
+    /// e.g. "the lock's validity"), `after` the call started.
+    pub(crate) fn out_of_time(node: &str, step: Step, budget: &str, after: Duration) -> Self {
+        Self::new(
+            node,
+            step,
+            NodeErrorKind::Timeout,
+            format!("no answer before {budget} ran out, {after:?} after the call"),
+        )
+    }
+
     pub(crate) fn from_redis(node: &str, step: Step, err: RedisError) -> Self {
         let kind = classify(&err);
         let detail = err.to_string();

@@ -299,9 +299,10 @@ impl Node {
                 .about(&format!("fence counter {}", keys.fence)),
             _ => self.bad_reply(step, &v),
         };
-        // A grant without a token is no grant: undo it rather than leave the key for the
-        // TTL. (Rare: a user's key under the counter's name, or a counter at its end.)
-        let _ = self.release(keys, owner, false).await;
+        // A grant without a token is no grant, but it is not undone here: a second call
+        // would let this one take twice the node timeout. The attempt releases every node
+        // that did not plainly refuse when it fails, and its guard releases every node when
+        // it wins. (Rare: a user's key under the counter's name, or a counter at its end.)
         Err(err)
     }
 
@@ -398,9 +399,20 @@ impl Node {
             _ => return Err(self.bad_reply(step, &v)),
         };
         let counter = match items.get(2) {
-            Some(bulk @ Value::BulkString(_)) => {
-                Some(self.counter(bulk).ok_or_else(|| self.bad_reply(step, &v))?)
-            }
+            // The node answered as asked; a counter that is no token (a key of the user's,
+            // or one set by hand) is a finding about the data, not a bad reply.
+            Some(bulk @ Value::BulkString(b)) => Some(self.counter(bulk).ok_or_else(|| {
+                NodeError::new(
+                    &self.name,
+                    step,
+                    NodeErrorKind::Server,
+                    format!(
+                        "fence counter {} holds {:?}, which is not a token (a positive integer)",
+                        keys.fence,
+                        String::from_utf8_lossy(b)
+                    ),
+                )
+            })?),
             _ => None,
         };
         Ok((owner, pttl, counter))

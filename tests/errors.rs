@@ -91,6 +91,15 @@ async fn a_corrupt_counter_is_an_error_not_a_token() {
     }
     let err = c.try_acquire("corrupt").await.unwrap_err();
     assert!(err.to_string().contains("not positive"), "{err}");
+    // `inspect` names the value it found rather than calling the node's reply bad (the
+    // attempt's `INCR` took it from -7 to -6).
+    let status = c.inspect("corrupt").await.unwrap();
+    for view in &status.nodes {
+        let e = view.state.as_ref().unwrap_err();
+        assert_eq!(e.kind(), NodeErrorKind::Server, "{e}");
+        assert!(e.to_string().contains("\"-6\""), "{e}");
+        assert!(e.to_string().contains(&fence_key("corrupt")), "{e}");
+    }
     for i in 0..3 {
         cmd::<()>(&cluster, i, &["SET", &fence_key("corrupt"), "not a number"]).await;
     }

@@ -98,6 +98,15 @@ async fn a_paused_majority_is_reported_before_the_deadline() {
         errors.iter().all(|e| e.kind() == NodeErrorKind::Timeout),
         "{errors:?}"
     );
+    // Each cause names the budget that ran out: the node timeout (200 ms) or the lock's
+    // validity, never the validity left dressed up as a node timeout.
+    for e in errors {
+        let text = e.to_string();
+        assert!(
+            text.contains("within 200ms") || text.contains("validity ran out"),
+            "{text}"
+        );
+    }
     for i in [0, 2, 4] {
         cluster.resume(i).unwrap();
     }
