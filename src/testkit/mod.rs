@@ -23,6 +23,9 @@
 //! # }
 //! ```
 //!
+//! [`Cluster::proxies`] adds network faults (latency, lost replies, partitions, resets,
+//! refused connects) between clients and nodes: see [`proxy`].
+//!
 //! The methods block for as long as the step takes (a start waits for `PING`, typically
 //! 40–90 ms); in async tests use a multi-threaded runtime or `spawn_blocking`. It needs
 //! `redis-server` on the `PATH`, or its path in `REDFENCE_REDIS_SERVER`.
@@ -40,6 +43,9 @@ use crate::ClientBuilder;
 
 pub mod history;
 mod process;
+pub mod proxy;
+
+pub use proxy::{Fault, Proxies, Proxy};
 
 use process::{faketime_libs, free_port, reap, tail, wait_ready};
 
@@ -351,6 +357,17 @@ impl Cluster {
     /// A [`ClientBuilder`] with every node of this cluster added.
     pub fn client_builder(&self) -> ClientBuilder {
         crate::Client::builder().nodes(self.urls())
+    }
+
+    /// A new [`Proxy`] in front of every node, in node order: see [`proxy`]. Each call
+    /// makes an independent set, so clients given different sets can be partitioned
+    /// separately. The proxies outlive kills and restarts of their nodes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a proxy cannot start.
+    pub fn proxies(&self) -> Result<Proxies, Error> {
+        Proxies::start(self.nodes.iter().map(|n| n.port))
     }
 
     /// Node `i`'s process id, while it runs.
