@@ -11,7 +11,7 @@ use crate::fence::FencingToken;
 use crate::guard::{GuardParts, LockGuard, Shared};
 use crate::lock::{Client, Plan};
 use crate::quorum::{self, Decision, TokenPlan, Vote};
-use crate::round::{Calls, Ending, decided, finish_in_background, no_quorum, run_round};
+use crate::round::{Calls, Ending, decided, no_quorum, run_round};
 use crate::scripts::Keys;
 use crate::watchdog::Watchdog;
 
@@ -163,7 +163,7 @@ impl Client {
             None,
         )
         .await;
-        finish_in_background(pending);
+        self.background().finish(pending);
         // A late commit that lands after we gave up only raises a counter, which is safe.
         if quorum::commit_decided(n, plan.at_token, &round.tally) == Some(true) {
             return Ok(());
@@ -203,20 +203,21 @@ impl Client {
             owner.clone(),
             Arc::clone(ending),
         );
-        tokio::spawn(pending.for_each_concurrent(None, move |(i, r)| {
-            let (client, keys, owner, ending) = (
-                client.clone(),
-                Arc::clone(&keys),
-                owner.clone(),
-                Arc::clone(&ending),
-            );
-            async move {
-                if matches!(r, Ok(None)) || !ending.has_ended() || ending.deleted(i).await {
-                    return;
+        self.background()
+            .spawn(pending.for_each_concurrent(None, move |(i, r)| {
+                let (client, keys, owner, ending) = (
+                    client.clone(),
+                    Arc::clone(&keys),
+                    owner.clone(),
+                    Arc::clone(&ending),
+                );
+                async move {
+                    if matches!(r, Ok(None)) || !ending.has_ended() || ending.deleted(i).await {
+                        return;
+                    }
+                    let _ = client.nodes()[i].release(&keys, &owner, false).await;
                 }
-                let _ = client.nodes()[i].release(&keys, &owner, false).await;
-            }
-        }));
+            }));
     }
 }
 

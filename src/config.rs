@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::{ConfigError, Error};
 use crate::lock::{Client, Inner};
-use crate::node::{Node, address};
+use crate::node::{Node, Servers, address, identity};
 use crate::quorum;
 use crate::wakeup::Wakeups;
 use crate::watchdog;
@@ -27,7 +27,7 @@ pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRIFT_FACTOR: f64 = 0.01;
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "redfence";
-/// Default number of commands that may queue per node connection.
+/// Default number of calls that may wait for one node's answers at once.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 
 /// Longest accepted TTL: use the watchdog (auto-extension) for longer holds.
@@ -320,8 +320,13 @@ impl ClientBuilder {
         self
     }
 
-    /// Commands that may queue on one node's connection before senders wait. Defaults to
+    /// Calls that may wait for one node's answers at once. A call beyond it waits for
+    /// one to finish, within its node timeout, and is never sent if none does: it then
+    /// fails with an error that says it was not sent (a [`NodeErrorKind::Timeout`]), so a
+    /// frozen node cannot queue commands without bound. Defaults to
     /// [`DEFAULT_MAX_IN_FLIGHT`] (4096).
+    ///
+    /// [`NodeErrorKind::Timeout`]: crate::NodeErrorKind::Timeout
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n;
         self
@@ -392,10 +397,11 @@ impl ClientBuilder {
             // installed one (the error says so), else install ring.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let mut nodes: Vec<(Arc<Node>, &str)> = Vec::with_capacity(self.urls.len());
+        let mut opened: Vec<(redis::Client, String, &str)> = Vec::with_capacity(self.urls.len());
         for url in &self.urls {
             let client = self.open(url)?;
-            if let Some((_, first)) = nodes.iter().find(|(n, _)| n.name() == address(&client)) {
+            let id = identity(&client);
+            if let Some((_, _, first)) = opened.iter().find(|(_, other, _)| *other == id) {
                 return Err(ConfigError::DuplicateNode {
                     node: address(&client),
                     first: redact(first),
@@ -403,16 +409,24 @@ impl ClientBuilder {
                 }
                 .into());
             }
-            let node = Node::new(
-                client,
-                settings.node_timeout,
-                self.connect_timeout,
-                self.max_in_flight,
-            );
-            nodes.push((Arc::new(node), url));
+            opened.push((client, id, url));
         }
-        let nodes = nodes.into_iter().map(|(n, _)| n).collect();
-        let nodes: Vec<Arc<Node>> = nodes;
+        let servers = Arc::new(Servers::new(
+            opened.iter().map(|(c, _, _)| address(c)).collect(),
+        ));
+        let nodes: Vec<Arc<Node>> = opened
+            .into_iter()
+            .enumerate()
+            .map(|(i, (client, _, _))| {
+                Arc::new(Node::new(
+                    client,
+                    (i, Arc::clone(&servers)),
+                    settings.node_timeout,
+                    self.connect_timeout,
+                    self.max_in_flight,
+                ))
+            })
+            .collect();
         let wakeups = Wakeups::new(
             nodes.iter().map(|n| n.client().clone()).collect(),
             self.connect_timeout,
@@ -422,6 +436,7 @@ impl ClientBuilder {
             settings,
             watchdogs: Arc::new(AtomicUsize::new(0)),
             wakeups,
+            background: Arc::default(),
         }))
     }
 

@@ -250,6 +250,9 @@ pub enum NodeErrorKind {
     InvalidConfig,
     /// Any other error the node returned.
     Server,
+    /// The node is the same server as another node of the client (one `run_id` under two
+    /// addresses), so it is not counted: one server must not vote twice.
+    SameServer,
 }
 
 impl NodeErrorKind {

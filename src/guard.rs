@@ -8,8 +8,9 @@ use tokio::sync::watch;
 use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
 use crate::lock::Client;
+use crate::node::Release;
 use crate::quorum::{self, Decision, Vote};
-use crate::round::{Calls, Ending, decided, finish_in_background, no_quorum, run_round};
+use crate::round::{Calls, Ending, decided, no_quorum, run_round};
 use crate::scripts::Keys;
 use crate::watchdog::{Watchdog, loss_margin};
 
@@ -155,7 +156,10 @@ impl Shared {
             return Extension::Over(None);
         }
         let start = Instant::now();
-        let limit = limit.min(self.deadline());
+        // The deadline this round must beat. Another extension running alongside may move
+        // it while this one waits; see the time-out case below.
+        let before = self.deadline();
+        let limit = limit.min(before);
         if start >= limit {
             return Extension::TimedOut(Vec::new());
         }
@@ -169,16 +173,21 @@ impl Shared {
             calls.push(i, async move { node.extend(&keys, &owner, ttl_ms).await });
         }
         let (round, pending) = run_round(calls, n, flag_vote, decided, Some(limit)).await;
-        finish_in_background(pending);
+        self.client.background().finish(pending);
         if round.timed_out || Instant::now() >= limit {
+            // A concurrent extension that won while this one waited has renewed the lease:
+            // this round running out of time then proves nothing lost.
+            let renewed = self.deadline();
+            let left = renewed.saturating_duration_since(Instant::now());
+            if renewed > before && !left.is_zero() && !self.is_over() {
+                return Extension::Extended(left);
+            }
             let mut errors = round.errors();
             let answered: Vec<usize> = round.answers.iter().map(|(i, _)| *i).collect();
             let waited = start.elapsed();
-            errors.extend(
-                (0..n)
-                    .filter(|i| !answered.contains(i))
-                    .map(|i| NodeError::timeout(nodes[i].name(), Step::Extend, waited)),
-            );
+            errors.extend((0..n).filter(|i| !answered.contains(i)).map(|i| {
+                NodeError::out_of_time(nodes[i].name(), Step::Extend, "the lock's validity", waited)
+            }));
             return Extension::TimedOut(errors);
         }
         match round.tally.decision() {
@@ -215,15 +224,33 @@ impl Shared {
     }
 
     /// Deletes the lock on all N nodes; true when a quorum still held it.
+    ///
+    /// A node whose first release lost its answer with its connection gets the release
+    /// again, and that repeat finds no key of ours if the first one ran. Before the
+    /// deadline this owner's key cannot be gone from a node by expiry (the drift
+    /// allowance keeps the deadline inside every node's lease), and no one else's `SET NX`
+    /// can succeed while it is there, so a repeat sent before the deadline that finds the
+    /// key gone or another owner's is counted as our own earlier deletion. After the
+    /// deadline the lock was no longer ours to claim, and such a node counts as "not ours".
     pub(crate) async fn release(&self) -> Result<bool, Error> {
         self.ending.end();
+        let deadline = self.deadline();
         self.mark_released();
         let n = self.client.nodes().len();
         let calls = self
             .client
             .release_calls(0..n, &self.keys, &self.owner, true, &self.ending);
-        let (round, pending) = run_round(calls, n, flag_vote, decided, None).await;
-        finish_in_background(pending);
+        let vote = |r: &Result<Release, NodeError>| match r {
+            Ok(Release { deleted: true, .. }) => Vote::Yes,
+            Ok(Release {
+                repeated_at: Some(at),
+                ..
+            }) if *at < deadline => Vote::Yes,
+            Ok(_) => Vote::No,
+            Err(_) => Vote::Failed,
+        };
+        let (round, pending) = run_round(calls, n, vote, decided, None).await;
+        self.client.background().finish(pending);
         match round.tally.decision() {
             Decision::Won => Ok(true),
             Decision::Refused => Ok(false),

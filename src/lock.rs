@@ -10,9 +10,9 @@ use rand::RngExt;
 use crate::config::{ClientBuilder, Settings};
 use crate::error::{Error, LossReason};
 use crate::guard::LockGuard;
-use crate::node::Node;
+use crate::node::{Node, Release};
 use crate::quorum;
-use crate::round::{Calls, Ending, finish_in_background};
+use crate::round::{Background, Calls, Ending};
 use crate::scripts::Keys;
 use crate::wakeup::Wakeups;
 use crate::watchdog;
@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) watchdogs: Arc<AtomicUsize>,
     /// Pub/sub connections that wake waiters when a lock is released.
     pub(crate) wakeups: Arc<Wakeups>,
+    /// Work left running after the calls that started it returned.
+    pub(crate) background: Arc<Background>,
 }
 
 impl std::fmt::Debug for Client {
@@ -50,6 +52,7 @@ impl std::fmt::Debug for Client {
             settings,
             watchdogs,
             wakeups,
+            background,
         } = &*self.0;
         let names: Vec<&str> = nodes.iter().map(|n| n.name()).collect();
         f.debug_struct("Client")
@@ -57,6 +60,7 @@ impl std::fmt::Debug for Client {
             .field("settings", settings)
             .field("watchdogs", &watchdogs.load(Ordering::Relaxed))
             .field("wakeups", wakeups)
+            .field("background", &background.running())
             .finish()
     }
 }
@@ -134,6 +138,10 @@ impl Client {
 
     pub(crate) fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    pub(crate) fn background(&self) -> &Arc<Background> {
+        &self.0.background
     }
 
     pub(crate) fn watchdog_count(&self) -> &Arc<AtomicUsize> {
@@ -362,6 +370,32 @@ impl Client {
         }
     }
 
+    /// Waits, for at most `limit`, until the client's background work is done, and returns
+    /// how many tasks are still running (0 when all finished).
+    ///
+    /// Some work outlives the call that started it: the calls to nodes that had not
+    /// answered when a round was decided, the release of a failed or cancelled attempt or
+    /// of a dropped guard, the second release of a grant that landed late. It runs on the
+    /// tokio runtime, and ends with it. Call this before a short-lived program's runtime
+    /// ends (the CLI does, after releasing), so that a slow node still gets its release
+    /// rather than keeping a finished owner's key for a whole TTL. Each task is bounded by
+    /// the node timeout (twice it for a late grant's release), so a `limit` of a few node
+    /// timeouts is enough. The client stays usable.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
+    /// let guard = client.acquire("nightly").await?;
+    /// // ... work ...
+    /// guard.release().await?;
+    /// let left = client.shutdown(std::time::Duration::from_secs(2)).await;
+    /// assert_eq!(left, 0, "releases still pending: their keys expire with the TTL");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, limit: Duration) -> usize {
+        self.0.background.idle(limit).await
+    }
+
     /// Watchdogs running for this client's guards (each stops on release or drop).
     pub fn active_watchdogs(&self) -> usize {
         self.0.watchdogs.load(Ordering::SeqCst)
@@ -391,7 +425,7 @@ impl Client {
         ending: Arc<Ending>,
     ) {
         let calls = self.release_calls(nodes.iter().copied(), keys, owner, announce, &ending);
-        finish_in_background(calls);
+        self.0.background.finish(calls);
     }
 
     /// One release of `owner` per given node, each recorded in `ending`; `announce`
@@ -403,7 +437,7 @@ impl Client {
         owner: &Arc<str>,
         announce: bool,
         ending: &Arc<Ending>,
-    ) -> Calls<bool> {
+    ) -> Calls<Release> {
         let mut calls = Calls::with_capacity(nodes.len());
         for i in nodes {
             let (node, keys, owner, ending) = (

@@ -8,7 +8,7 @@
 //! late is still matched to its own request, because the multiplexed connection keeps
 //! order.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,26 +25,34 @@ use crate::scripts::{COMMIT, EXTEND, INSPECT, Keys, RELEASE};
 
 type Connecting = Shared<BoxFuture<'static, Result<(MultiplexedConnection, u64), NodeError>>>;
 
+/// The node's connection. A failed connect leaves it `Idle`, so the next call that needs
+/// the node tries again at once: a node that comes back is used by the first call after
+/// it does, and no call is ever answered with an earlier call's error. Calls arriving
+/// while a connect is under way share it, so a dead node costs one connect attempt at a
+/// time, and a black-holed one costs each call no more than its own timeout.
 enum Conn {
     Idle,
     Connecting(Connecting),
     Ready(MultiplexedConnection, u64),
-    /// The last connect failed; calls fail at once with its error until `retry_at`, so a
-    /// dead node costs nothing per call rather than a connect attempt each time.
-    Down(NodeError, Instant),
 }
-
-/// How long a failed connect is remembered before the next call tries again.
-const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One Redis primary.
 pub(crate) struct Node {
     name: String,
+    /// This node's slot in the client, and what every slot's server is.
+    index: usize,
+    servers: Arc<Servers>,
     client: Client,
     config: AsyncConnectionConfig,
     timeout: Duration,
     conn: Mutex<Conn>,
     generation: AtomicU64,
+    /// One permit per call waiting for this node's answer (`max_in_flight`). The
+    /// connection's send buffer has room for as many, so a send never waits inside the
+    /// `redis` crate, where a caller that gave up would leave its command unsent without
+    /// anyone knowing.
+    slots: tokio::sync::Semaphore,
+    max_in_flight: usize,
 }
 
 impl std::fmt::Debug for Node {
@@ -56,7 +64,82 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// `host:port` (or the socket path) of a parsed URL: what makes two nodes the same server.
+/// What one node's release did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Release {
+    /// The key was the owner's, and this call's answer says it deleted it.
+    pub(crate) deleted: bool,
+    /// When the release was sent a second time, on a new connection, because the first
+    /// connection broke before its answer came. The first send may have run: a repeat
+    /// that finds nothing to delete may be finding its own earlier work.
+    pub(crate) repeated_at: Option<Instant>,
+}
+
+/// What one server looks like from every address the builder can tell apart without a
+/// lookup: `localhost`, `127.0.0.1` and `::1` on one port are one server, and IP literals
+/// compare in their canonical form (`::ffff:10.0.0.1` is `10.0.0.1`). Two node URLs with
+/// the same identity would let one server vote twice. Names that need DNS are compared as
+/// written; the `run_id` check on connect ([`Servers`]) catches the rest.
+pub(crate) fn identity(client: &Client) -> String {
+    match client.get_connection_info().addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let host = match bare.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.to_canonical().is_loopback() && is_plain_loopback(ip) => {
+                    "localhost".to_owned()
+                }
+                Ok(ip) => ip.to_canonical().to_string(),
+                Err(_) if bare.eq_ignore_ascii_case("localhost") => "localhost".to_owned(),
+                Err(_) => bare.to_ascii_lowercase(),
+            };
+            format!("{host}:{port}")
+        }
+        _ => address(client),
+    }
+}
+
+/// `127.0.0.1` or `::1`, the addresses `localhost` resolves to.
+fn is_plain_loopback(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+        std::net::IpAddr::V6(v6) => v6 == std::net::Ipv6Addr::LOCALHOST,
+    }
+}
+
+/// The `run_id` each node slot's current connection reported, so that one server reached
+/// under two addresses the builder could not tell apart (two DNS names, a proxy) is
+/// refused on the second slot instead of voting twice.
+#[derive(Debug)]
+pub(crate) struct Servers {
+    names: Vec<String>,
+    run_ids: Mutex<Vec<Option<String>>>,
+}
+
+impl Servers {
+    pub(crate) fn new(names: Vec<String>) -> Self {
+        let run_ids = Mutex::new(vec![None; names.len()]);
+        Self { names, run_ids }
+    }
+
+    /// Records that slot `i` reached the server `run_id`, or names the other slot that
+    /// already reaches it.
+    fn claim(&self, i: usize, run_id: &str) -> Result<(), &str> {
+        let mut ids = self.run_ids.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = ids
+            .iter()
+            .enumerate()
+            .find(|(j, id)| *j != i && id.as_deref() == Some(run_id));
+        if let Some((j, _)) = taken {
+            return Err(self.names.get(j).map_or("another node", String::as_str));
+        }
+        if let Some(slot) = ids.get_mut(i) {
+            *slot = Some(run_id.to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// `host:port` (or the socket path) of a parsed URL, as nodes are named in errors.
 pub(crate) fn address(client: &Client) -> String {
     match client.get_connection_info().addr() {
         ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
@@ -75,6 +158,7 @@ pub(crate) fn address(client: &Client) -> String {
 impl Node {
     pub(crate) fn new(
         client: Client,
+        (index, servers): (usize, Arc<Servers>),
         timeout: Duration,
         connect_timeout: Duration,
         buffer: usize,
@@ -89,11 +173,15 @@ impl Node {
             .set_pipeline_buffer_size(buffer);
         Self {
             name: address(&client),
+            index,
+            servers,
             client,
             config,
             timeout,
             conn: Mutex::new(Conn::Idle),
             generation: AtomicU64::new(0),
+            slots: tokio::sync::Semaphore::new(buffer),
+            max_in_flight: buffer,
         }
     }
 
@@ -121,8 +209,7 @@ impl Node {
                     f
                 }
                 Conn::Connecting(f) => f.clone(),
-                Conn::Down(e, retry_at) if Instant::now() < *retry_at => return Err(e.clone()),
-                Conn::Idle | Conn::Down(..) => {
+                Conn::Idle => {
                     let f = self.spawn_connect();
                     *conn = Conn::Connecting(f.clone());
                     f
@@ -135,10 +222,14 @@ impl Node {
     fn spawn_connect(self: &Arc<Self>) -> Connecting {
         let node = Arc::clone(self);
         let task = tokio::spawn(async move {
-            let opened = node
+            let opened = match node
                 .client
                 .get_multiplexed_async_connection_with_config(&node.config)
-                .await;
+                .await
+            {
+                Ok(c) => node.check_server(c).await,
+                Err(e) => Err(NodeError::from_redis(&node.name, Step::Connect, e)),
+            };
             let mut conn = node.conn.lock().unwrap_or_else(PoisonError::into_inner);
             match opened {
                 Ok(c) => {
@@ -147,8 +238,7 @@ impl Node {
                     Ok((c, generation))
                 }
                 Err(e) => {
-                    let e = NodeError::from_redis(&node.name, Step::Connect, e);
-                    *conn = Conn::Down(e.clone(), Instant::now() + RECONNECT_BACKOFF);
+                    *conn = Conn::Idle;
                     Err(e)
                 }
             }
@@ -166,6 +256,40 @@ impl Node {
         })
         .boxed()
         .shared()
+    }
+
+    /// Refuses a connection to a server another slot of this client already reaches (its
+    /// `run_id` from `INFO server`). A node that does not let us read `INFO` (an ACL, a
+    /// renamed command) is used unchecked: the check must not cost availability.
+    async fn check_server(
+        &self,
+        mut conn: MultiplexedConnection,
+    ) -> Result<MultiplexedConnection, NodeError> {
+        let info: RedisResult<String> = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await;
+        let run_id = match info {
+            Ok(text) => text
+                .lines()
+                .find_map(|l| l.trim_end().strip_prefix("run_id:").map(str::to_owned)),
+            Err(e) if e.is_connection_dropped() || e.is_unrecoverable_error() => {
+                return Err(NodeError::from_redis(&self.name, Step::Connect, e));
+            }
+            Err(_) => None,
+        };
+        match run_id.map(|id| self.servers.claim(self.index, &id).map_err(str::to_owned)) {
+            Some(Err(other)) => Err(NodeError::new(
+                &self.name,
+                Step::Connect,
+                NodeErrorKind::SameServer,
+                format!(
+                    "this is the same server as node {other} (one run_id): counting it twice \
+                     would let one server vote twice; give each server once"
+                ),
+            )),
+            Some(Ok(())) | None => Ok(conn),
+        }
     }
 
     /// Forgets a broken connection so the next call reopens it (unless a newer one is
@@ -194,7 +318,21 @@ impl Node {
         request: Request,
         on_repeat: impl Fn(),
     ) -> Result<Value, NodeError> {
+        // Set once this call holds a slot: a call that times out before it did was never
+        // handed to the connection.
+        let admitted = AtomicBool::new(false);
+        let deadline = Instant::now() + self.timeout;
         let call = async {
+            // Waits (within the timeout below) while `max_in_flight` calls already wait for
+            // this node; held until this call ends. The semaphore is never closed. A slot
+            // freed by a call that timed out may come at the very moment this call times
+            // out as well: it is then not sent, or every call queued behind a frozen node
+            // would slip through, one freed slot after another, as its time ran out.
+            let slot = self.slots.acquire().await;
+            if slot.is_err() || Instant::now() >= deadline {
+                return Err(self.not_sent(step));
+            }
+            admitted.store(true, Ordering::Relaxed);
             let mut retried = false;
             loop {
                 let (mut conn, generation) = self.connection().await?;
@@ -218,8 +356,24 @@ impl Node {
         };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
+            Err(_) if !admitted.load(Ordering::Relaxed) => Err(self.not_sent(step)),
             Err(_) => Err(NodeError::timeout(&self.name, step, self.timeout)),
         }
+    }
+
+    /// The error of a call that found `max_in_flight` calls waiting for this node for its
+    /// whole timeout: it was never sent, so it had no effect.
+    fn not_sent(&self, step: Step) -> NodeError {
+        NodeError::new(
+            &self.name,
+            step,
+            NodeErrorKind::Timeout,
+            format!(
+                "not sent: {} calls were already waiting for this node's answers for the whole \
+                 {:?} timeout (max_in_flight)",
+                self.max_in_flight, self.timeout
+            ),
+        )
     }
 
     fn bad_reply(&self, step: Step, value: &Value) -> NodeError {
@@ -362,20 +516,30 @@ impl Node {
         self.flag(Step::Extend, v)
     }
 
-    /// True when the lock was ours and is now deleted. `announce` publishes the release
-    /// for waiters (a held lock); clean-ups of failed attempts pass false.
+    /// Deletes the lock where it is `owner`'s. `announce` publishes the release for
+    /// waiters (a held lock); clean-ups of failed attempts pass false.
     pub(crate) async fn release(
         self: &Arc<Self>,
         keys: &Keys,
         owner: &str,
         announce: bool,
-    ) -> Result<bool, NodeError> {
+    ) -> Result<Release, NodeError> {
         let channel = if announce { keys.released.as_str() } else { "" };
         let request = evalsha(&RELEASE, &[&keys.lock], |c| {
             c.arg(owner).arg(channel);
         });
-        let v = self.call(Step::Release, request).await?;
-        self.flag(Step::Release, v)
+        let repeated_at = Mutex::new(None);
+        let v = self
+            .call_repeating(Step::Release, request, || {
+                *repeated_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+            })
+            .await?;
+        Ok(Release {
+            deleted: self.flag(Step::Release, v)?,
+            repeated_at: repeated_at
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner),
+        })
     }
 
     /// Owner, remaining lease and counter of a resource, without changing anything.

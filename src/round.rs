@@ -14,7 +14,7 @@ use futures::stream::{Stream, StreamExt};
 use tokio::sync::Notify;
 
 use crate::error::{Error, NodeError, Step};
-use crate::node::Node;
+use crate::node::{Node, Release};
 use crate::quorum::{self, Decision, Tally, Vote};
 use crate::scripts::Keys;
 
@@ -156,12 +156,76 @@ pub(crate) async fn run_round<T>(
     )
 }
 
-/// Lets calls still in flight finish on a background task; none of them is awaited by the
-/// caller. The multiplexed connection has already taken each command in order, so any
-/// command sent later to the same node runs after it.
-pub(crate) fn finish_in_background<T: Send + 'static>(calls: Calls<T>) {
-    if !calls.is_empty() {
-        tokio::spawn(calls.for_each(|_| async {}));
+/// One client's background work: calls left to finish after their round was decided,
+/// releases of failed attempts and dropped guards, re-releases of late grants. Each task
+/// is counted while it lives, so that [`Client::shutdown`](crate::Client::shutdown) can
+/// wait for them before the runtime ends and takes unsent releases with it.
+#[derive(Debug, Default)]
+pub(crate) struct Background {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+impl Background {
+    /// Runs `work` on a spawned task, counted until it ends or is dropped.
+    pub(crate) fn spawn(self: &Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
+        let counted = Counted::new(self);
+        tokio::spawn(async move {
+            work.await;
+            drop(counted);
+        });
+    }
+
+    /// Lets calls still in flight finish on a background task; none of them is awaited by
+    /// the caller. The multiplexed connection has already taken each command in order, so
+    /// any command sent later to the same node runs after it.
+    pub(crate) fn finish<T: Send + 'static>(self: &Arc<Self>, calls: Calls<T>) {
+        if !calls.is_empty() {
+            self.spawn(calls.for_each(|_| async {}));
+        }
+    }
+
+    /// Tasks still running.
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no task runs, or `limit` passes; returns the tasks still running.
+    pub(crate) async fn idle(&self, limit: Duration) -> usize {
+        let idle = async {
+            loop {
+                let notified = self.idle.notified();
+                tokio::pin!(notified);
+                // Registered before the count is read, so the last task's notification
+                // cannot fall between the two.
+                notified.as_mut().enable();
+                if self.running() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, idle).await;
+        self.running()
+    }
+}
+
+/// One background task, counted in [`Background::running`] while it lives (its future
+/// dropped with a runtime that shuts down counts out too).
+struct Counted(Arc<Background>);
+
+impl Counted {
+    fn new(background: &Arc<Background>) -> Self {
+        background.running.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(background))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -215,7 +279,9 @@ impl Ending {
         self.ended.load(Ordering::SeqCst)
     }
 
-    /// Releases the owner's key on node `i` and records whether that deleted it.
+    /// Releases the owner's key on node `i` and records whether that deleted it (only a
+    /// deletion the node answered counts: one inferred after a repeat proves nothing
+    /// about a grant that may still be on its way).
     pub(crate) async fn release(
         &self,
         node: &Arc<Node>,
@@ -223,9 +289,9 @@ impl Ending {
         keys: &Keys,
         owner: &str,
         announce: bool,
-    ) -> Result<bool, NodeError> {
+    ) -> Result<Release, NodeError> {
         let r = node.release(keys, owner, announce).await;
-        self.record(i, matches!(r, Ok(true)));
+        self.record(i, matches!(r, Ok(Release { deleted: true, .. })));
         r
     }
 

@@ -42,6 +42,34 @@ fn duplicate_host_and_port_even_with_another_db() {
     assert!(matches!(e, ConfigError::DuplicateNode { .. }));
 }
 
+/// `localhost`, `127.0.0.1`, `::1` and a v4-mapped address on one port are one server:
+/// given twice, it would vote twice.
+#[test]
+fn aliases_of_one_address_are_duplicates() {
+    for (a, b) in [
+        ("redis://localhost:7002", "redis://127.0.0.1:7002"),
+        ("redis://[::1]:7010", "redis://localhost:7010"),
+        ("redis://[::ffff:10.0.0.7]:7010", "redis://10.0.0.7:7010"),
+        ("redis://[0:0:0:0:0:0:0:1]:7010", "redis://[::1]:7010"),
+    ] {
+        let (e, msg) = err(Client::builder().nodes([a, b, "redis://10.9.9.9:1"]));
+        assert!(
+            matches!(e, ConfigError::DuplicateNode { .. }),
+            "{a} {b}: {e:?}"
+        );
+        assert!(msg.contains(a) && msg.contains(b), "{msg}");
+    }
+    // Other loopback addresses and other ports are other servers.
+    Client::builder()
+        .nodes([
+            "redis://127.0.0.1:7002",
+            "redis://127.0.0.2:7002",
+            "redis://localhost:7003",
+        ])
+        .build()
+        .unwrap();
+}
+
 #[test]
 fn unparsable_urls_are_named_with_passwords_redacted() {
     for bad in [

@@ -107,18 +107,30 @@ impl Forwarded {
     }
 }
 
+/// How long redfence waits, before it exits, for releases still on their way to slow
+/// nodes (each is bounded by the node timeout); the keys of any left expire with the TTL.
+const CLEANUP: Duration = Duration::from_secs(1);
+
 pub(crate) async fn run(args: RunArgs) -> ExitCode {
-    let Some(mut forwarded) = Forwarded::new() else {
+    let Some(forwarded) = Forwarded::new() else {
         return fail(1, "cannot listen for signals");
     };
     let client = match Client::builder()
-        .nodes(args.nodes.nodes)
+        .nodes(args.nodes.nodes.clone())
         .ttl(args.ttl)
         .build()
     {
         Ok(c) => c,
         Err(e) => return fail(exit::USAGE, e),
     };
+    let code = run_with(&client, args, forwarded).await;
+    // The runtime ends with this process: let the releases that are still under way
+    // reach their nodes first.
+    let _ = client.shutdown(CLEANUP).await;
+    code
+}
+
+async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> ExitCode {
     // A zero wait means one attempt.
     let wait = args.wait.max(Duration::from_millis(1));
     let guard = match client
