@@ -1,6 +1,8 @@
 //! The chaos suite: several clients with several workers contend for the same resources
 //! and write through the fenced store while a nemesis crashes, freezes and skews the
-//! nodes on a seeded schedule. A checker then holds the history to redfence's promises.
+//! nodes, and slows, cuts and partitions the network between each client and the nodes
+//! (each client reaches the nodes through its own fault proxies), on a seeded schedule.
+//! A checker then holds the history to redfence's promises.
 //!
 //! The normal test command runs a short seeded run; `scripts/chaos.sh --duration 10m`
 //! runs a long one (environment: `REDFENCE_CHAOS_DURATION`, `REDFENCE_CHAOS_SEED`).
@@ -17,7 +19,7 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use redfence::fence::{RedisFencedStore, Verdict};
 use redfence::testkit::history::{Check, Event, History};
-use redfence::testkit::{Cluster, Persistence};
+use redfence::testkit::{Cluster, Fault as Net, Persistence, Proxies};
 use redfence::{AcquireOptions, Client, Error, LockGuard, LockState};
 
 const TTL: Duration = Duration::from_secs(1);
@@ -235,6 +237,30 @@ enum Fault {
     LoseMajority,
     HolderPause,
     ClockSkew,
+    /// Added latency between every client and a minority of nodes.
+    Latency,
+    /// Requests to a minority of nodes run, their replies are lost with the connection.
+    ReplyLoss,
+    /// Every connection to one node reset, and new ones too, for a moment.
+    Resets,
+    /// One client cannot reach a minority of nodes (its requests vanish).
+    PartitionMinority,
+    /// One client hears nothing back from a majority (its requests still run): its
+    /// holders must report their loss, and the other clients carry on.
+    PartitionMajority,
+}
+
+/// A random minority (`minority`) or majority of `n` nodes.
+fn some_nodes(rng: &mut StdRng, n: usize, minority: bool) -> Vec<usize> {
+    let mut nodes: Vec<usize> = (0..n).collect();
+    nodes.shuffle(rng);
+    nodes.truncate(if minority {
+        rng.random_range(1..=(n - 1) / 2)
+    } else {
+        n / 2 + 1
+    });
+    nodes.sort_unstable();
+    nodes
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -242,7 +268,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// Injects faults, one at a time, on a schedule drawn from the seed and printed.
-async fn nemesis(cluster: Arc<Cluster>, shared: Arc<Shared>, seed: u64, until: Instant) {
+/// `links[c]` are client `c`'s proxies to the nodes.
+async fn nemesis(
+    cluster: Arc<Cluster>,
+    links: Arc<Vec<Proxies>>,
+    shared: Arc<Shared>,
+    seed: u64,
+    until: Instant,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let h = shared.history.clone();
     let skew = Cluster::clock_skew_available();
@@ -262,7 +295,33 @@ async fn nemesis(cluster: Arc<Cluster>, shared: Arc<Shared>, seed: u64, until: I
         Fault::PauseNode,
         Fault::LoseMajority,
         Fault::HolderPause,
+        Fault::Latency,
+        Fault::ReplyLoss,
+        Fault::Resets,
+        Fault::PartitionMinority,
+        Fault::PartitionMajority,
     ];
+    // Sets `fault` between the given clients and nodes, waits `d`, heals, and logs both.
+    let network = async |clients: &[usize], nodes: &[usize], fault: Net, d: Duration| {
+        for &c in clients {
+            for &i in nodes {
+                links[c].set(i, fault.clone()).unwrap();
+            }
+        }
+        log(
+            Instant::now(),
+            format!("{fault:?} between clients {clients:?} and nodes {nodes:?} for {d:?}"),
+            None,
+        );
+        tokio::time::sleep(d).await;
+        for &c in clients {
+            for &i in nodes {
+                links[c].set(i, Net::None).unwrap();
+            }
+        }
+        log(Instant::now(), format!("healed {fault:?}"), None);
+    };
+    let every: Vec<usize> = (0..links.len()).collect();
     if skew {
         cycle.push(Fault::ClockSkew);
     }
@@ -319,6 +378,35 @@ async fn nemesis(cluster: Arc<Cluster>, shared: Arc<Shared>, seed: u64, until: I
                     }
                     log(Instant::now(), format!("SIGCONT {nodes:?}"), None);
                 }
+                Fault::Latency => {
+                    let nodes = some_nodes(&mut rng, n, true);
+                    let one_way = Duration::from_millis(rng.random_range(20..80));
+                    let d = Duration::from_millis(rng.random_range(1000..3000));
+                    network(&every, &nodes, Net::Latency(one_way), d).await;
+                }
+                Fault::ReplyLoss => {
+                    let nodes = some_nodes(&mut rng, n, true);
+                    let d = Duration::from_millis(rng.random_range(300..1000));
+                    network(&every, &nodes, Net::CutReplies, d).await;
+                }
+                Fault::Resets => {
+                    let i = rng.random_range(0..n);
+                    let d = Duration::from_millis(rng.random_range(100..500));
+                    network(&every, &[i], Net::Reset, d).await;
+                }
+                Fault::PartitionMinority => {
+                    let c = rng.random_range(0..links.len());
+                    let nodes = some_nodes(&mut rng, n, true);
+                    let d = Duration::from_millis(rng.random_range(1000..2000));
+                    network(&[c], &nodes, Net::BlackHole, d).await;
+                }
+                Fault::PartitionMajority => {
+                    let c = rng.random_range(0..links.len());
+                    let nodes = some_nodes(&mut rng, n, false);
+                    // Longer than the TTL: that client's holders must lose their locks.
+                    let d = TTL.mul_f64(rng.random_range(1.2..2.5));
+                    network(&[c], &nodes, Net::DropReplies, d).await;
+                }
                 Fault::HolderPause => {
                     shared.pauses.fetch_add(1, Ordering::SeqCst);
                     log(
@@ -373,8 +461,11 @@ async fn chaos_run_keeps_every_promise() {
         pauses: AtomicUsize::new(0),
     });
     let mut workers = Vec::new();
+    // Each client reaches the nodes through its own proxies, so that the network between
+    // one client and the nodes can fail on its own.
+    let links: Arc<Vec<Proxies>> = Arc::new((0..3).map(|_| cluster.proxies().unwrap()).collect());
     for c in 0..3 {
-        let client = cluster
+        let client = links[c]
             .client_builder()
             .ttl(TTL)
             .node_timeout(Duration::from_millis(100))
@@ -393,6 +484,7 @@ async fn chaos_run_keeps_every_promise() {
     }
     nemesis(
         cluster.clone(),
+        links.clone(),
         shared.clone(),
         seed,
         Instant::now() + duration,
