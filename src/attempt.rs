@@ -2,10 +2,10 @@
 //! fencing-token commit, the validity check, and the clean-up of a failed attempt.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::stream::StreamExt;
 
+use crate::clock;
 use crate::error::{Error, NodeError, Step};
 use crate::fence::FencingToken;
 use crate::guard::{GuardParts, LockGuard, Shared};
@@ -43,7 +43,7 @@ impl Client {
             nodes: (0..n).collect(),
             done: false,
         };
-        let start = Instant::now();
+        let start = clock::now();
 
         let mut calls = Calls::with_capacity(n);
         for (i, node) in nodes.iter().enumerate() {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::clock;
 use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
 use crate::lock::Client;
@@ -18,7 +19,8 @@ use crate::watchdog::{Watchdog, loss_margin};
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum LockState {
-    /// Held: exclusivity may be assumed until `deadline` (monotonic clock).
+    /// Held: exclusivity may be assumed until `deadline` (on [`now`](crate::now)'s clock,
+    /// which counts time spent suspended).
     Held {
         /// When the validity runs out unless extended.
         deadline: Instant,
@@ -85,7 +87,7 @@ pub(crate) struct GuardParts {
 impl Shared {
     pub(crate) fn new(p: GuardParts) -> Self {
         Self {
-            initial_validity: p.deadline.saturating_duration_since(Instant::now()),
+            initial_validity: p.deadline.saturating_duration_since(clock::now()),
             client: p.client,
             resource: p.resource,
             keys: p.keys,
@@ -118,7 +120,7 @@ impl Shared {
             if matches!(s, LockState::Held { .. }) {
                 *s = LockState::Lost {
                     reason,
-                    at: Instant::now(),
+                    at: clock::now(),
                 };
                 true
             } else {
@@ -155,7 +157,7 @@ impl Shared {
         if self.is_over() {
             return Extension::Over(None);
         }
-        let start = Instant::now();
+        let start = clock::now();
         // The deadline this round must beat. Another extension running alongside may move
         // it while this one waits; see the time-out case below.
         let before = self.deadline();
@@ -174,11 +176,11 @@ impl Shared {
         }
         let (round, pending) = run_round(calls, n, flag_vote, decided, Some(limit)).await;
         self.client.background().finish(pending);
-        if round.timed_out || Instant::now() >= limit {
+        if round.timed_out || clock::now() >= limit {
             // A concurrent extension that won while this one waited has renewed the lease:
             // this round running out of time then proves nothing lost.
             let renewed = self.deadline();
-            let left = renewed.saturating_duration_since(Instant::now());
+            let left = renewed.saturating_duration_since(clock::now());
             if renewed > before && !left.is_zero() && !self.is_over() {
                 return Extension::Extended(left);
             }
@@ -209,7 +211,7 @@ impl Shared {
                     }
                     _ => false,
                 });
-                Extension::Extended(deadline.saturating_duration_since(Instant::now()))
+                Extension::Extended(deadline.saturating_duration_since(clock::now()))
             }
             Decision::Refused => {
                 self.publish_lost(LossReason::NotOwner {
@@ -319,8 +321,9 @@ impl LockGuard {
         self.shared.ttl
     }
 
-    /// When exclusivity can no longer be assumed, on the monotonic clock. Extensions move
-    /// it forward.
+    /// When exclusivity can no longer be assumed, on [`redfence::now`](crate::now)'s clock
+    /// (the monotonic clock plus time spent suspended): compare it with that, not with
+    /// `Instant::now()`. Extensions move it forward.
     pub fn deadline(&self) -> Instant {
         self.shared.deadline()
     }
@@ -331,7 +334,7 @@ impl LockGuard {
         if self.shared.is_over() {
             return Duration::ZERO;
         }
-        self.deadline().saturating_duration_since(Instant::now())
+        self.deadline().saturating_duration_since(clock::now())
     }
 
     /// Validity at the moment the lock was acquired.
@@ -392,9 +395,7 @@ impl LockGuard {
                         return std::future::pending().await;
                     }
                 }
-                () = tokio::time::sleep_until(
-                    deadline.checked_sub(margin).unwrap_or(deadline).into()
-                ) => {
+                () = clock::sleep_until(deadline.checked_sub(margin).unwrap_or(deadline)) => {
                     self.shared.publish_lost(LossReason::ValidityElapsed);
                 }
             }

@@ -4,6 +4,7 @@
 
 mod attempt;
 mod checks;
+mod clock;
 mod config;
 mod error;
 pub mod fence;
@@ -21,6 +22,7 @@ mod wakeup;
 mod watchdog;
 
 pub use checks::{NodeCheck, NodeWarning};
+pub use clock::now;
 pub use config::{
     ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_NODE_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_TTL,

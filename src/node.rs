@@ -20,6 +20,7 @@ use redis::{
     RedisResult, Script, ServerError, ServerErrorKind, Value,
 };
 
+use crate::clock;
 use crate::error::{NodeError, NodeErrorKind, Step};
 use crate::scripts::{COMMIT, EXTEND, INSPECT, Keys, RELEASE};
 
@@ -531,7 +532,7 @@ impl Node {
         let repeated_at = Mutex::new(None);
         let v = self
             .call_repeating(Step::Release, request, || {
-                *repeated_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                *repeated_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(clock::now());
             })
             .await?;
         Ok(Release {

@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 use futures::stream::{Stream, StreamExt};
 use tokio::sync::Notify;
 
+use crate::clock;
 use crate::error::{Error, NodeError, Step};
 use crate::node::{Node, Release};
 use crate::quorum::{self, Decision, Tally, Vote};
@@ -136,7 +137,7 @@ pub(crate) async fn run_round<T>(
         });
         let deadline = async {
             match limit {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
+                Some(at) => clock::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -425,7 +426,7 @@ mod tests {
         calls.push(0, async { Err(node_error(0)) });
         calls.push(1, std::future::pending());
         calls.push(2, std::future::pending());
-        let limit = Instant::now() + Duration::from_millis(20);
+        let limit = clock::now() + Duration::from_millis(20);
         let (round, left) = run_round(calls, 3, |_| Vote::Failed, decided, Some(limit)).await;
         assert!(round.timed_out);
         assert_eq!(round.tally.decision(), Decision::Pending);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+use crate::clock;
 use crate::error::{LossReason, NodeError};
 use crate::guard::{Extension, Shared};
 
@@ -95,14 +96,14 @@ async fn run(shared: Weak<Shared>, plan: Plan, _live: Live) {
         let wake = [Some(next), Some(give_up), cap].into_iter().flatten().min();
         drop(s);
         if let Some(wake) = wake {
-            tokio::time::sleep_until(wake.into()).await;
+            clock::sleep_until(wake).await;
         }
 
         let Some(s) = shared.upgrade() else { return };
         if s.is_over() {
             return;
         }
-        let now = Instant::now();
+        let now = clock::now();
         // An extend() by the user may have moved the deadline while we slept.
         let give_up = give_up_at(&s, margin);
         if cap.is_some_and(|c| now >= c) {
@@ -129,7 +130,7 @@ async fn run(shared: Weak<Shared>, plan: Plan, _live: Live) {
             // point, whichever comes first.
             Extension::Unreachable(e) => {
                 failures = e.node_errors().to_vec();
-                next = Instant::now() + plan.retry;
+                next = clock::now() + plan.retry;
             }
             Extension::TimedOut(mut errors) => {
                 if errors.is_empty() {

@@ -110,6 +110,15 @@ pub enum Error {
     },
 }
 
+/// Simulates a suspend of this machine for `by`, as redfence's clients see one: their
+/// clock ([`crate::now`]) jumps forward by `by`, while tokio's timers and the nodes do not
+/// move. A holder "resumed" this way must find its validity gone and report its loss at
+/// once. It affects every client in the process, for the rest of its life: run such a
+/// test in a test binary of its own.
+pub fn simulate_suspend(by: Duration) {
+    crate::clock::simulate_suspend(by);
+}
+
 /// What a node writes to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

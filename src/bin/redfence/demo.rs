@@ -95,7 +95,7 @@ impl Demo {
             Some((w, t, deadline, paused)) => format!(
                 " holder   worker {w}   token {t}   valid {:.2}s{}",
                 deadline
-                    .saturating_duration_since(Instant::now())
+                    .saturating_duration_since(redfence::now())
                     .as_secs_f64(),
                 if paused {
                     "   (stalled: will wake up too late)"

@@ -1,7 +1,7 @@
 //! `redfence run NAME -- CMD`: hold a lock while a command runs.
 
 use std::process::{ExitCode, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use nix::sys::signal::{Signal, kill};
@@ -210,7 +210,7 @@ async fn supervise(
             eprintln!("redfence: lock {name:?} lost ({reason}); stopping the command");
             // The group must be gone before another holder can start: never wait past
             // what is left of the validity.
-            let grace = grace.min(guard.deadline().saturating_duration_since(Instant::now()));
+            let grace = grace.min(guard.deadline().saturating_duration_since(redfence::now()));
             signal_child(child, Signal::SIGTERM);
             if tokio::time::timeout(grace, child.wait()).await.is_err() {
                 signal_child(child, Signal::SIGKILL);
