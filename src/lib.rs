@@ -2,34 +2,30 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
-mod attempt;
-mod checks;
+// Dependencies point one way: mutex (a primitive) → client → lease → core → node →
+// scripts; error, clock and fence are leaves; ops and testkit sit on top.
+mod client;
 mod clock;
-mod config;
+mod core;
 mod error;
 pub mod fence;
-mod guard;
-mod lock;
+mod lease;
+mod mutex;
 mod node;
-mod quorum;
-mod round;
+mod ops;
 mod scripts;
-mod status;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
-mod wakeup;
-mod watchdog;
 
-pub use checks::{NodeCheck, NodeWarning};
-pub use clock::now;
-pub use config::{
-    ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_MAX_IN_FLIGHT,
+pub use client::{
+    Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_NODE_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_TTL,
     DEFAULT_WAIT_TIMEOUT, MAX_HOLD, MAX_TTL,
 };
+pub use clock::now;
 pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};
 pub use fence::FencingToken;
-pub use guard::{LockGuard, LockState};
-pub use lock::{AcquireOptions, Client, MAX_RESOURCE_LEN};
-pub use status::{LockStatus, NodeLock, NodeView};
+pub use lease::LockState;
+pub use mutex::{AcquireOptions, LockGuard, MAX_RESOURCE_LEN};
+pub use ops::{LockStatus, NodeCheck, NodeLock, NodeView, NodeWarning};

@@ -1,27 +1,29 @@
-//! One acquisition attempt (DESIGN.md section 2): the grant round on all nodes, the
+//! One acquisition attempt (README, "How it works"): the grant round on all nodes, the
 //! fencing-token commit, the validity check, and the clean-up of a failed attempt.
 
 use std::sync::Arc;
 
 use futures::stream::StreamExt;
 
+use super::{AcquirePlan, LockGuard};
+use crate::client::Client;
 use crate::clock;
+use crate::core::quorum::{self, Decision, TokenPlan, Vote};
+use crate::core::{Calls, Ending, decided, no_quorum, run_round};
 use crate::error::{Error, NodeError, Step};
 use crate::fence::FencingToken;
-use crate::guard::{GuardParts, LockGuard, Shared};
-use crate::lock::{Client, Plan};
-use crate::quorum::{self, Decision, TokenPlan, Vote};
-use crate::round::{Calls, Ending, decided, no_quorum, run_round};
+use crate::lease::watchdog::Watchdog;
+use crate::lease::{Lease, LeaseHandle, LeaseParts};
 use crate::scripts::Keys;
-use crate::watchdog::Watchdog;
 
 impl Client {
-    /// One attempt: DESIGN.md section 2.
+    /// One attempt: grant on every node, decide at a quorum, commit the token, check the
+    /// validity; release what was taken on any way out without a guard.
     pub(crate) async fn attempt(
         &self,
         resource: &str,
         keys: &Arc<Keys>,
-        plan: &Plan,
+        plan: &AcquirePlan,
     ) -> Result<Option<LockGuard>, Error> {
         let s = &self.settings();
         let ttl = plan.ttl;
@@ -102,8 +104,8 @@ impl Client {
             });
         }
         cleanup.done = true;
-        let shared = Arc::new(Shared::new(GuardParts {
-            client: self.clone(),
+        let lease = Arc::new(Lease::new(LeaseParts {
+            nodes: self.nodes().clone(),
             resource: resource.to_owned(),
             keys: Arc::clone(keys),
             owner: owner.clone(),
@@ -115,8 +117,8 @@ impl Client {
         }));
         let watchdog = plan
             .watchdog
-            .map(|w| Watchdog::start(&shared, w, self.watchdog_count()));
-        Ok(Some(LockGuard::new(shared, watchdog)))
+            .map(|w| Watchdog::start(&lease, w, self.watchdog_count()));
+        Ok(Some(LockGuard::new(LeaseHandle::new(lease, watchdog))))
     }
 
     /// Makes the token durable on a majority before anyone sees it.
@@ -163,7 +165,7 @@ impl Client {
             None,
         )
         .await;
-        self.background().finish(pending);
+        self.nodes().background().finish(pending);
         // A late commit that lands after we gave up only raises a counter, which is safe.
         if quorum::commit_decided(n, plan.at_token, &round.tally) == Some(true) {
             return Ok(());
@@ -203,7 +205,8 @@ impl Client {
             owner.clone(),
             Arc::clone(ending),
         );
-        self.background()
+        self.nodes()
+            .background()
             .spawn(pending.for_each_concurrent(None, move |(i, r)| {
                 let (client, keys, owner, ending) = (
                     client.clone(),
@@ -243,7 +246,7 @@ impl Drop for Cleanup<'_> {
         self.ending.end();
         // Without a runtime (it is shutting down) the keys expire with their TTL.
         if tokio::runtime::Handle::try_current().is_ok() {
-            self.client.release_in_background(
+            self.client.nodes().release_in_background(
                 &self.nodes,
                 self.keys,
                 self.owner,

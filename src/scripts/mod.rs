@@ -10,21 +10,21 @@ use redis::Script;
 
 /// Raise the fence counter to the token while the lock is still ours.
 pub(crate) static COMMIT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/commit.lua")));
+    LazyLock::new(|| Script::new(include_str!("commit.lua")));
 /// Compare-and-`PEXPIRE`.
 pub(crate) static EXTEND: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/extend.lua")));
+    LazyLock::new(|| Script::new(include_str!("extend.lua")));
 /// Compare-and-`DEL`.
 pub(crate) static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
+    LazyLock::new(|| Script::new(include_str!("release.lua")));
 
 /// Read-only: owner, remaining TTL and counter of one resource.
 pub(crate) static INSPECT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/inspect.lua")));
+    LazyLock::new(|| Script::new(include_str!("inspect.lua")));
 /// The storage side: store a value only when its fencing token is not older than the
 /// newest one seen.
 pub(crate) static FENCED_WRITE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/fenced_write.lua")));
+    LazyLock::new(|| Script::new(include_str!("fenced_write.lua")));
 
 /// The two keys of one resource, `P:{R}:lock` and `P:{R}:fence`, and its release channel
 /// `P:{R}:released`.

@@ -124,7 +124,8 @@ impl Sim {
         }
     }
 
-    /// The protocol of DESIGN.md section 2, steps 1, 2, 4 and 5, over the simulated nodes.
+    /// The acquisition protocol (grant, decide, token commit, clean-up of a failed
+    /// attempt) over the simulated nodes.
     fn acquire(&mut self, acquire: &[Link], commit: &[Link]) -> Option<u64> {
         self.next_owner += 1;
         let owner = self.next_owner;

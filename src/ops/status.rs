@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
+use crate::client::Client;
 use crate::error::{Error, NodeError};
-use crate::lock::{Client, check_resource};
+use crate::mutex::check_resource;
 use crate::scripts::Keys;
 
 /// One node's view of a lock.

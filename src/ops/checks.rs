@@ -2,7 +2,7 @@
 //!
 //! Tokens stay strictly increasing and a lock stays exclusive only while every node keeps
 //! what it acknowledged: no eviction, durable counter writes, no failover to a replica
-//! that missed them (DESIGN section 8). The client can read most of this and says which
+//! that missed them (README, "Safety: what the nodes must promise"). The client can read most of this and says which
 //! promise a setting breaks; what it cannot read (an ACL without `CONFIG`, a node down) is
 //! reported as unreadable, never as an error.
 
@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
+use crate::client::Client;
 use crate::error::NodeError;
-use crate::lock::Client;
 use crate::node::Node;
 
 /// One node's settings, judged against what redfence relies on.

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+use super::{Extension, Lease};
 use crate::clock;
 use crate::error::{LossReason, NodeError};
-use crate::guard::{Extension, Shared};
 
-/// How a watchdog runs.
+/// When a watchdog extends, retries, and gives up.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Plan {
+pub(crate) struct Schedule {
     /// Time between successful extensions (default `ttl / 3`).
     pub(crate) interval: Duration,
     /// Pause before retrying a failed extension.
@@ -36,7 +36,7 @@ pub(crate) struct Watchdog(JoinHandle<()>);
 
 impl Watchdog {
     /// Starts extending `shared`; `live` counts running watchdogs (per client).
-    pub(crate) fn start(shared: &Arc<Shared>, plan: Plan, live: &Arc<AtomicUsize>) -> Self {
+    pub(crate) fn start(shared: &Arc<Lease>, plan: Schedule, live: &Arc<AtomicUsize>) -> Self {
         let count = Live::new(live);
         Self(tokio::spawn(run(Arc::downgrade(shared), plan, count)))
     }
@@ -76,7 +76,7 @@ impl Drop for Live {
 ///
 /// It holds the guard's state only weakly, and only while working, so a dropped guard is
 /// never kept alive by it; the guard aborts it on release and drop anyway.
-async fn run(shared: Weak<Shared>, plan: Plan, _live: Live) {
+async fn run(shared: Weak<Lease>, plan: Schedule, _live: Live) {
     let Some(s) = shared.upgrade() else { return };
     let margin = loss_margin(s.ttl);
     let acquired_at = s.acquired_at;
@@ -143,7 +143,7 @@ async fn run(shared: Weak<Shared>, plan: Plan, _live: Live) {
     }
 }
 
-fn give_up_at(s: &Shared, margin: Duration) -> Instant {
+fn give_up_at(s: &Lease, margin: Duration) -> Instant {
     let deadline = s.deadline();
     deadline.checked_sub(margin).unwrap_or(deadline)
 }

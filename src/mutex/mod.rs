@@ -1,69 +1,24 @@
-//! [`Client`]: one acquisition attempt ([`Client::try_acquire`]) and the waiting loop
-//! ([`Client::acquire`]).
+//! The mutex, the first primitive on the lease core: one acquisition attempt
+//! ([`Client::try_acquire`], in `attempt`), the waiting loop ([`Client::acquire`]), the
+//! scoped runner ([`Client::run`]) and the [`LockGuard`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use crate::config::{ClientBuilder, Settings};
+mod attempt;
+mod guard;
+
+pub use guard::LockGuard;
+
+use crate::client::Client;
 use crate::error::{Error, LossReason};
-use crate::guard::LockGuard;
-use crate::node::{Node, Release};
-use crate::quorum;
-use crate::round::{Background, Calls, Ending};
+use crate::lease::watchdog;
 use crate::scripts::Keys;
-use crate::wakeup::Wakeups;
-use crate::watchdog;
 
 /// Longest accepted resource name, in bytes.
 pub const MAX_RESOURCE_LEN: usize = 1024;
-
-/// A RedLock client over N independent nodes. Cheap to clone; clones share connections.
-///
-/// ## Behavior
-///
-/// - **Node loss.** Each call goes to every node at once and is decided as soon as its
-///   outcome is certain, so up to `N - quorum` dead, paused or slow nodes cost nothing on
-///   a decided call. Connections open lazily and reopen in the background.
-/// - **Timeouts.** Each node gets [`node_timeout`](ClientBuilder::node_timeout) per call;
-///   an acquisition takes at most two such rounds (grant, then token commit).
-/// - **Drop.** A [`LockGuard`] dropped without [`release`](LockGuard::release) is released
-///   on a spawned task if a tokio runtime is running, else left to expire with its TTL.
-#[derive(Clone)]
-pub struct Client(Arc<Inner>);
-
-pub(crate) struct Inner {
-    pub(crate) nodes: Vec<Arc<Node>>,
-    pub(crate) settings: Settings,
-    /// Watchdogs running for this client's guards.
-    pub(crate) watchdogs: Arc<AtomicUsize>,
-    /// Pub/sub connections that wake waiters when a lock is released.
-    pub(crate) wakeups: Arc<Wakeups>,
-    /// Work left running after the calls that started it returned.
-    pub(crate) background: Arc<Background>,
-}
-
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Inner {
-            nodes,
-            settings,
-            watchdogs,
-            wakeups,
-            background,
-        } = &*self.0;
-        let names: Vec<&str> = nodes.iter().map(|n| n.name()).collect();
-        f.debug_struct("Client")
-            .field("nodes", &names)
-            .field("settings", settings)
-            .field("watchdogs", &watchdogs.load(Ordering::Relaxed))
-            .field("wakeups", wakeups)
-            .field("background", &background.running())
-            .finish()
-    }
-}
 
 /// Per-call settings for [`Client::acquire_with`] and friends; unset fields use the
 /// client's.
@@ -117,47 +72,12 @@ impl AcquireOptions {
 }
 
 /// One acquisition's resolved settings.
-pub(crate) struct Plan {
+pub(crate) struct AcquirePlan {
     pub(crate) ttl: Duration,
-    pub(crate) watchdog: Option<watchdog::Plan>,
+    pub(crate) watchdog: Option<watchdog::Schedule>,
 }
 
 impl Client {
-    /// A builder with every default; add nodes with [`ClientBuilder::node`].
-    pub fn builder() -> ClientBuilder {
-        ClientBuilder::default()
-    }
-
-    pub(crate) fn from_inner(inner: Inner) -> Self {
-        Self(Arc::new(inner))
-    }
-
-    pub(crate) fn nodes(&self) -> &[Arc<Node>] {
-        &self.0.nodes
-    }
-
-    pub(crate) fn settings(&self) -> &Settings {
-        &self.0.settings
-    }
-
-    pub(crate) fn background(&self) -> &Arc<Background> {
-        &self.0.background
-    }
-
-    pub(crate) fn watchdog_count(&self) -> &Arc<AtomicUsize> {
-        &self.0.watchdogs
-    }
-
-    /// The nodes, as `host:port`.
-    pub fn node_names(&self) -> impl Iterator<Item = &str> {
-        self.0.nodes.iter().map(|n| n.name())
-    }
-
-    /// Nodes that must agree: `N / 2 + 1`.
-    pub fn quorum(&self) -> usize {
-        quorum::quorum(self.0.nodes.len())
-    }
-
     /// One attempt to take `resource`, on all nodes at once.
     ///
     /// Returns `Ok(None)` when other owners hold it on enough nodes to rule out a quorum.
@@ -185,7 +105,7 @@ impl Client {
     ) -> Result<Option<LockGuard>, Error> {
         check_resource(resource)?;
         let plan = self.plan(&options, false)?;
-        let keys = Arc::new(Keys::new(&self.0.settings.prefix, resource));
+        let keys = Arc::new(Keys::new(&self.settings().prefix, resource));
         self.attempt(resource, &keys, &plan).await
     }
 
@@ -238,14 +158,14 @@ impl Client {
         options: AcquireOptions,
     ) -> Result<LockGuard, Error> {
         check_resource(resource)?;
-        let s = &self.0.settings;
+        let s = &self.settings();
         let plan = self.plan(&options, s.auto_extend)?;
         let wait = options.wait.unwrap_or(s.wait_timeout);
         let keys = Arc::new(Keys::new(&s.prefix, resource));
         let start = Instant::now();
         // Woken by any node announcing a release of this resource; the jittered retry
         // delay runs alongside for expiries, lost messages and nodes without pub/sub.
-        let mut releases = self.0.wakeups.watch(&keys.released);
+        let mut releases = self.wakeups().watch(&keys.released);
         // This client's waiters of the resource go one at a time, in arrival order.
         let Ok(_turn) = tokio::time::timeout(wait, releases.turn()).await else {
             return Err(Error::WaitTimeout {
@@ -370,39 +290,8 @@ impl Client {
         }
     }
 
-    /// Waits, for at most `limit`, until the client's background work is done, and returns
-    /// how many tasks are still running (0 when all finished).
-    ///
-    /// Some work outlives the call that started it: the calls to nodes that had not
-    /// answered when a round was decided, the release of a failed or cancelled attempt or
-    /// of a dropped guard, the second release of a grant that landed late. It runs on the
-    /// tokio runtime, and ends with it. Call this before a short-lived program's runtime
-    /// ends (the CLI does, after releasing), so that a slow node still gets its release
-    /// rather than keeping a finished owner's key for a whole TTL. Each task is bounded by
-    /// the node timeout (twice it for a late grant's release), so a `limit` of a few node
-    /// timeouts is enough. The client stays usable.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
-    /// let guard = client.acquire("nightly").await?;
-    /// // ... work ...
-    /// guard.release().await?;
-    /// let left = client.shutdown(std::time::Duration::from_secs(2)).await;
-    /// assert_eq!(left, 0, "releases still pending: their keys expire with the TTL");
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn shutdown(&self, limit: Duration) -> usize {
-        self.0.background.idle(limit).await
-    }
-
-    /// Watchdogs running for this client's guards (each stops on release or drop).
-    pub fn active_watchdogs(&self) -> usize {
-        self.0.watchdogs.load(Ordering::SeqCst)
-    }
-
-    fn plan(&self, options: &AcquireOptions, watchdog_default: bool) -> Result<Plan, Error> {
-        let s = &self.0.settings;
+    fn plan(&self, options: &AcquireOptions, watchdog_default: bool) -> Result<AcquirePlan, Error> {
+        let s = &self.settings();
         let ttl = options.ttl.unwrap_or(s.ttl);
         s.check_ttl(ttl)?;
         let watchdog = if options.watchdog.unwrap_or(watchdog_default) {
@@ -411,46 +300,7 @@ impl Client {
         } else {
             None
         };
-        Ok(Plan { ttl, watchdog })
-    }
-
-    /// Releases `owner` on the given nodes without waiting for the answers; `announce`
-    /// wakes waiters (for a lock that was held).
-    pub(crate) fn release_in_background(
-        &self,
-        nodes: &[usize],
-        keys: &Arc<Keys>,
-        owner: &Arc<str>,
-        announce: bool,
-        ending: Arc<Ending>,
-    ) {
-        let calls = self.release_calls(nodes.iter().copied(), keys, owner, announce, &ending);
-        self.0.background.finish(calls);
-    }
-
-    /// One release of `owner` per given node, each recorded in `ending`; `announce`
-    /// wakes waiters (for a lock that was held).
-    pub(crate) fn release_calls(
-        &self,
-        nodes: impl ExactSizeIterator<Item = usize>,
-        keys: &Arc<Keys>,
-        owner: &Arc<str>,
-        announce: bool,
-        ending: &Arc<Ending>,
-    ) -> Calls<Release> {
-        let mut calls = Calls::with_capacity(nodes.len());
-        for i in nodes {
-            let (node, keys, owner, ending) = (
-                Arc::clone(&self.0.nodes[i]),
-                Arc::clone(keys),
-                owner.clone(),
-                Arc::clone(ending),
-            );
-            calls.push(i, async move {
-                ending.release(&node, i, &keys, &owner, announce).await
-            });
-        }
-        calls
+        Ok(AcquirePlan { ttl, watchdog })
     }
 }
 
@@ -503,6 +353,7 @@ pub(crate) fn check_resource(name: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::quorum;
 
     #[test]
     fn jitter_stays_within_bounds() {

@@ -1,0 +1,117 @@
+//! The quorum machinery every primitive shares: the pure arithmetic ([`quorum`]), one
+//! round of calls decided early ([`round`]), the end of an owner's keys ([`Ending`]),
+//! the background work left behind ([`Background`]), release announcements
+//! ([`wakeup`]), and [`Nodes`], the handle a lease holds.
+//!
+//! Below it is `node` (one connection, typed calls); above it `lease` and the primitives.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod background;
+mod ending;
+pub(crate) mod quorum;
+mod round;
+pub(crate) mod wakeup;
+
+pub(crate) use background::Background;
+pub(crate) use ending::Ending;
+pub(crate) use round::{Calls, decided, no_quorum, run_round};
+
+use crate::node::{Node, Release};
+use crate::scripts::Keys;
+
+/// A client's nodes, the drift their clocks are allowed, and the background work on
+/// them: everything a held lease needs of its client. Cheap to clone. Derefs to the
+/// nodes, in the client's order.
+#[derive(Clone)]
+pub(crate) struct Nodes(Arc<NodesInner>);
+
+struct NodesInner {
+    nodes: Vec<Arc<Node>>,
+    drift_factor: f64,
+    background: Arc<Background>,
+}
+
+impl std::fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.iter().map(|n| n.name()).collect();
+        f.debug_struct("Nodes")
+            .field("nodes", &names)
+            .field("drift_factor", &self.0.drift_factor)
+            .field("background", &self.0.background.running())
+            .finish()
+    }
+}
+
+impl Deref for Nodes {
+    type Target = [Arc<Node>];
+
+    fn deref(&self) -> &[Arc<Node>] {
+        &self.0.nodes
+    }
+}
+
+impl Nodes {
+    pub(crate) fn new(nodes: Vec<Arc<Node>>, drift_factor: f64) -> Self {
+        Self(Arc::new(NodesInner {
+            nodes,
+            drift_factor,
+            background: Arc::default(),
+        }))
+    }
+
+    /// Nodes that must agree: `N / 2 + 1`.
+    pub(crate) fn quorum(&self) -> usize {
+        quorum::quorum(self.len())
+    }
+
+    /// The clock-drift allowance for a lease of `ttl`.
+    pub(crate) fn drift(&self, ttl: Duration) -> Duration {
+        quorum::drift(ttl, self.0.drift_factor)
+    }
+
+    pub(crate) fn background(&self) -> &Arc<Background> {
+        &self.0.background
+    }
+
+    /// Releases `owner` on the given nodes without waiting for the answers; `announce`
+    /// wakes waiters (for a lock that was held).
+    pub(crate) fn release_in_background(
+        &self,
+        nodes: &[usize],
+        keys: &Arc<Keys>,
+        owner: &Arc<str>,
+        announce: bool,
+        ending: Arc<Ending>,
+    ) {
+        let calls = self.release_calls(nodes.iter().copied(), keys, owner, announce, &ending);
+        self.0.background.finish(calls);
+    }
+
+    /// One release of `owner` per given node, each recorded in `ending`; `announce`
+    /// wakes waiters (for a lock that was held).
+    pub(crate) fn release_calls(
+        &self,
+        nodes: impl ExactSizeIterator<Item = usize>,
+        keys: &Arc<Keys>,
+        owner: &Arc<str>,
+        announce: bool,
+        ending: &Arc<Ending>,
+    ) -> Calls<Release> {
+        let mut calls = Calls::with_capacity(nodes.len());
+        for i in nodes {
+            let (node, keys, owner, ending) = (
+                Arc::clone(&self.0.nodes[i]),
+                Arc::clone(keys),
+                owner.clone(),
+                Arc::clone(ending),
+            );
+            calls.push(i, async move {
+                ending.release(&node, i, &keys, &owner, announce).await
+            });
+        }
+        calls
+    }
+}

@@ -1,0 +1,260 @@
+//! The lease core: a held lease on one set of keys (its state channel and deadline, its
+//! extend and release rounds over the quorum), the owner's [`LeaseHandle`], the
+//! [`watchdog`] that keeps it alive and reports its loss. Every primitive's handle wraps
+//! a [`LeaseHandle`]; none holds a lease any other way.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+mod handle;
+mod state;
+pub(crate) mod watchdog;
+
+pub(crate) use handle::LeaseHandle;
+pub use state::LockState;
+
+use crate::clock;
+use crate::core::quorum::{self, Decision, Vote};
+use crate::core::{Calls, Ending, Nodes, decided, no_quorum, run_round};
+use crate::error::{Error, LossReason, NodeError, Step};
+use crate::fence::FencingToken;
+use crate::node::Release;
+use crate::scripts::Keys;
+
+/// A held lease on one set of keys: its state channel and deadline, and the extend and
+/// release rounds over the quorum. Every primitive's handle holds one (through
+/// [`LeaseHandle`]); the watchdog holds it weakly, so it never keeps a dropped handle's
+/// lease alive.
+pub(crate) struct Lease {
+    pub(crate) nodes: Nodes,
+    pub(crate) resource: String,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) owner: Arc<str>,
+    pub(crate) token: FencingToken,
+    pub(crate) ttl: Duration,
+    pub(crate) acquired_at: Instant,
+    pub(crate) initial_validity: Duration,
+    /// Whether this owner's keys must go, and what the release did per node, for the
+    /// task finishing the grant round's stragglers.
+    pub(crate) ending: Arc<Ending>,
+    deadline: Mutex<Instant>,
+    pub(crate) state: watch::Sender<LockState>,
+}
+
+/// How one extension round ended.
+pub(crate) enum Extension {
+    /// A quorum renewed; the new validity.
+    Extended(Duration),
+    /// This many nodes, a majority, said the key is gone or someone else's (already
+    /// published as lost).
+    NotOwner(usize),
+    /// Failed nodes kept a quorum out of reach; the lock may still be valid.
+    Unreachable(Error),
+    /// The limit passed first; the nodes that had not answered (or failed) by then.
+    TimedOut(Vec<NodeError>),
+    /// Already lost or released: nothing was sent.
+    Over(Option<LossReason>),
+}
+
+/// What an acquisition hands to its lease.
+pub(crate) struct LeaseParts {
+    pub(crate) nodes: Nodes,
+    pub(crate) resource: String,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) owner: Arc<str>,
+    pub(crate) token: FencingToken,
+    pub(crate) ttl: Duration,
+    /// When the acquisition started (validity counts from there).
+    pub(crate) acquired_at: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) ending: Arc<Ending>,
+}
+
+impl Lease {
+    pub(crate) fn new(p: LeaseParts) -> Self {
+        Self {
+            initial_validity: p.deadline.saturating_duration_since(clock::now()),
+            nodes: p.nodes,
+            resource: p.resource,
+            keys: p.keys,
+            owner: p.owner,
+            token: p.token,
+            ttl: p.ttl,
+            acquired_at: p.acquired_at,
+            ending: p.ending,
+            deadline: Mutex::new(p.deadline),
+            state: watch::Sender::new(LockState::Held {
+                deadline: p.deadline,
+            }),
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lost or released.
+    pub(crate) fn is_over(&self) -> bool {
+        !matches!(*self.state.borrow(), LockState::Held { .. })
+    }
+
+    /// Publishes the loss, unless the lock is already lost or released (the first word
+    /// stands). The watch channel keeps the last state for every observer, and closes only
+    /// when the guard is gone, after this.
+    pub(crate) fn publish_lost(&self, reason: LossReason) {
+        self.state.send_if_modified(|s| {
+            if matches!(s, LockState::Held { .. }) {
+                *s = LockState::Lost {
+                    reason,
+                    at: clock::now(),
+                };
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Held becomes Released; a loss stays published (Lost is final).
+    pub(crate) fn mark_released(&self) {
+        self.state.send_if_modified(|s| {
+            if matches!(s, LockState::Held { .. }) {
+                *s = LockState::Released;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub(crate) fn lost_error(&self, reason: LossReason) -> Error {
+        Error::Lost {
+            resource: self.resource.clone(),
+            reason,
+        }
+    }
+
+    /// Renews the lease on all N nodes, deciding as soon as the outcome is certain and
+    /// giving up at `limit` (never later than the current deadline).
+    pub(crate) async fn extend_until(&self, limit: Instant) -> Extension {
+        if let LockState::Lost { reason, .. } = &*self.state.borrow() {
+            return Extension::Over(Some(reason.clone()));
+        }
+        if self.is_over() {
+            return Extension::Over(None);
+        }
+        let start = clock::now();
+        // The deadline this round must beat. Another extension running alongside may move
+        // it while this one waits; see the time-out case below.
+        let before = self.deadline();
+        let limit = limit.min(before);
+        if start >= limit {
+            return Extension::TimedOut(Vec::new());
+        }
+        let nodes = &self.nodes;
+        let n = nodes.len();
+        let ttl_ms = quorum::lease_ms(self.ttl);
+        let mut calls = Calls::with_capacity(n);
+        for (i, node) in nodes.iter().enumerate() {
+            let (node, keys, owner) =
+                (Arc::clone(node), Arc::clone(&self.keys), self.owner.clone());
+            calls.push(i, async move { node.extend(&keys, &owner, ttl_ms).await });
+        }
+        let (round, pending) = run_round(calls, n, flag_vote, decided, Some(limit)).await;
+        self.nodes.background().finish(pending);
+        if round.timed_out || clock::now() >= limit {
+            // A concurrent extension that won while this one waited has renewed the lease:
+            // this round running out of time then proves nothing lost.
+            let renewed = self.deadline();
+            let left = renewed.saturating_duration_since(clock::now());
+            if renewed > before && !left.is_zero() && !self.is_over() {
+                return Extension::Extended(left);
+            }
+            let mut errors = round.errors();
+            let answered: Vec<usize> = round.answers.iter().map(|(i, _)| *i).collect();
+            let waited = start.elapsed();
+            errors.extend((0..n).filter(|i| !answered.contains(i)).map(|i| {
+                NodeError::out_of_time(nodes[i].name(), Step::Extend, "the lock's validity", waited)
+            }));
+            return Extension::TimedOut(errors);
+        }
+        match round.tally.decision() {
+            Decision::Won => {
+                // Every renewed lease started no earlier than `start`, so the new validity
+                // counts from there, less the drift allowance.
+                let drift = self.nodes.drift(self.ttl);
+                let renewed = start + self.ttl.saturating_sub(drift);
+                let deadline = {
+                    let mut d = self.deadline.lock().unwrap_or_else(PoisonError::into_inner);
+                    // Concurrent extensions: a slower one must not shorten a newer one.
+                    *d = (*d).max(renewed);
+                    *d
+                };
+                self.state.send_if_modified(|s| match s {
+                    LockState::Held { deadline: old } if *old != deadline => {
+                        *old = deadline;
+                        true
+                    }
+                    _ => false,
+                });
+                Extension::Extended(deadline.saturating_duration_since(clock::now()))
+            }
+            Decision::Refused => {
+                self.publish_lost(LossReason::NotOwner {
+                    nodes: round.tally.no,
+                });
+                Extension::NotOwner(round.tally.no)
+            }
+            Decision::Failed | Decision::Pending => {
+                Extension::Unreachable(no_quorum(&self.resource, Step::Extend, &round, n))
+            }
+        }
+    }
+
+    /// Deletes the lock on all N nodes; true when a quorum still held it.
+    ///
+    /// A node whose first release lost its answer with its connection gets the release
+    /// again, and that repeat finds no key of ours if the first one ran. Before the
+    /// deadline this owner's key cannot be gone from a node by expiry (the drift
+    /// allowance keeps the deadline inside every node's lease), and no one else's `SET NX`
+    /// can succeed while it is there, so a repeat sent before the deadline that finds the
+    /// key gone or another owner's is counted as our own earlier deletion. After the
+    /// deadline the lock was no longer ours to claim, and such a node counts as "not ours".
+    pub(crate) async fn release(&self) -> Result<bool, Error> {
+        self.ending.end();
+        let deadline = self.deadline();
+        self.mark_released();
+        let n = self.nodes.len();
+        let calls = self
+            .nodes
+            .release_calls(0..n, &self.keys, &self.owner, true, &self.ending);
+        let vote = |r: &Result<Release, NodeError>| match r {
+            Ok(Release { deleted: true, .. }) => Vote::Yes,
+            Ok(Release {
+                repeated_at: Some(at),
+                ..
+            }) if *at < deadline => Vote::Yes,
+            Ok(_) => Vote::No,
+            Err(_) => Vote::Failed,
+        };
+        let (round, pending) = run_round(calls, n, vote, decided, None).await;
+        self.nodes.background().finish(pending);
+        match round.tally.decision() {
+            Decision::Won => Ok(true),
+            Decision::Refused => Ok(false),
+            Decision::Failed | Decision::Pending => {
+                Err(no_quorum(&self.resource, Step::Release, &round, n))
+            }
+        }
+    }
+}
+
+fn flag_vote(r: &Result<bool, NodeError>) -> Vote {
+    match r {
+        Ok(true) => Vote::Yes,
+        Ok(false) => Vote::No,
+        Err(_) => Vote::Failed,
+    }
+}

@@ -1,0 +1,130 @@
+//! [`LockGuard`]: a held mutex, the public face of its lease.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::error::{Error, LossReason};
+use crate::fence::FencingToken;
+use crate::lease::{LeaseHandle, LockState};
+
+/// A held lock. Pass [`token`](Self::token) to every write it protects, stop before
+/// [`validity`](Self::validity) runs out (or [`extend`](Self::extend), or let the
+/// watchdog do it), and [`release`](Self::release) it when done.
+///
+/// Dropping it without `release` stops its watchdog and releases the lock on a spawned
+/// task when a tokio runtime is running (never blocking), and otherwise leaves it to
+/// expire with its TTL.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard(LeaseHandle);
+
+/// Token, resource, validity left and state; no raw clock readings.
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("token", &self.token())
+            .field("resource", &self.resource())
+            .field("validity", &self.validity())
+            .field("state", &self.0.summary())
+            .field("watchdog", &self.has_watchdog())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    pub(crate) fn new(handle: LeaseHandle) -> Self {
+        Self(handle)
+    }
+
+    /// The fencing token of this acquisition.
+    pub fn token(&self) -> FencingToken {
+        self.0.token()
+    }
+
+    /// The lock name.
+    pub fn resource(&self) -> &str {
+        self.0.resource()
+    }
+
+    /// The lease asked of the nodes.
+    pub fn ttl(&self) -> Duration {
+        self.0.ttl()
+    }
+
+    /// When exclusivity can no longer be assumed, on [`redfence::now`](crate::now)'s clock
+    /// (the monotonic clock plus time spent suspended): compare it with that, not with
+    /// `Instant::now()`. Extensions move it forward.
+    pub fn deadline(&self) -> Instant {
+        self.0.deadline()
+    }
+
+    /// Time left before [`deadline`](Self::deadline); zero once it has passed or the lock
+    /// was lost.
+    pub fn validity(&self) -> Duration {
+        self.0.validity()
+    }
+
+    /// Validity at the moment the lock was acquired.
+    pub fn initial_validity(&self) -> Duration {
+        self.0.initial_validity()
+    }
+
+    /// True while a watchdog keeps extending this lock.
+    pub fn has_watchdog(&self) -> bool {
+        self.0.has_watchdog()
+    }
+
+    /// A receiver of the lock's state: held (with its deadline), lost (with the reason and
+    /// time), or released. The watchdog and [`extend`](Self::extend) publish to it.
+    pub fn state(&self) -> watch::Receiver<LockState> {
+        self.0.state()
+    }
+
+    /// Resolves when the lock is lost, with the reason: when the watchdog (or an
+    /// [`extend`](Self::extend)) reports a loss, or, without a watchdog, when the validity
+    /// runs out. Never resolves for a lock that is released.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
+    /// let guard = client.acquire("report").await?; // with a watchdog by default
+    /// tokio::select! {
+    ///     reason = guard.lost() => eprintln!("lock lost ({reason}); stopping"),
+    ///     () = async { /* long critical section */ } => {}
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn lost(&self) -> LossReason {
+        self.0.lost().await
+    }
+
+    /// Renews the lease on every node for another TTL and returns the new validity,
+    /// counted from the start of this call.
+    ///
+    /// A quorum must renew before the current validity ends; otherwise the lock may
+    /// already belong to someone else.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Lost`] with [`LossReason::ValidityElapsed`] when the validity ran out
+    ///   before a quorum renewed (or before the call), and with [`LossReason::NotOwner`]
+    ///   when a majority no longer holds this owner's key; the loss is also published on
+    ///   the [`state`](Self::state) channel;
+    /// - [`Error::NoQuorum`] when failed nodes kept a quorum out of reach; the lock may
+    ///   still be held until [`deadline`](Self::deadline), and a retry may succeed.
+    pub async fn extend(&self) -> Result<Duration, Error> {
+        self.0.extend().await
+    }
+
+    /// Stops the watchdog, deletes the lock on every node (only where this guard still
+    /// owns it) and says whether a quorum still held it: `Ok(false)` means the lock had
+    /// already been lost, so the critical section may have overlapped another holder's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoQuorum`] when failed nodes kept the answer out of reach; the keys left
+    /// behind expire with their TTL.
+    pub async fn release(self) -> Result<bool, Error> {
+        self.0.release().await
+    }
+}
