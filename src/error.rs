@@ -11,7 +11,7 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 #[non_exhaustive]
 pub enum Error {
     /// The client's settings are invalid; nothing was contacted.
-    #[error("invalid configuration: {0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
 
     /// The resource name cannot be used as a lock name.
@@ -52,7 +52,7 @@ pub enum Error {
     /// `acquire` gave up: the lock was not obtained within the wait timeout.
     #[error(
         "timed out after {waited:?} waiting for {resource:?} ({attempts} attempts){}",
-        match last_error { Some(e) => format!("; last attempt: {e}"), None => String::from("; held by another owner") }
+        if last_error.is_some() { "" } else { "; held by another owner" }
     )]
     WaitTimeout {
         /// The lock name.
@@ -61,7 +61,9 @@ pub enum Error {
         waited: Duration,
         /// Attempts made.
         attempts: u32,
-        /// The last attempt's error, when it failed rather than found the lock held.
+        /// The last attempt's error, when it failed rather than found the lock held (also
+        /// the [`source`](std::error::Error::source) of this error).
+        #[source]
         last_error: Option<Box<Error>>,
     },
 
@@ -134,7 +136,8 @@ impl Error {
     }
 }
 
-/// Lists per-node causes after an error message.
+/// Lists per-node causes after an error message, each with its whole chain of sources
+/// (the per-node errors are not this error's source: there are several).
 struct NodeErrors<'a>(&'a [NodeError]);
 
 impl fmt::Display for NodeErrors<'_> {
@@ -142,6 +145,11 @@ impl fmt::Display for NodeErrors<'_> {
         for (i, e) in self.0.iter().enumerate() {
             f.write_str(if i == 0 { ": " } else { "; " })?;
             write!(f, "{e}")?;
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                write!(f, ": {c}")?;
+                cause = c.source();
+            }
         }
         Ok(())
     }
@@ -169,6 +177,9 @@ pub enum LossReason {
         /// How long the lock had been held.
         held: Duration,
     },
+    /// Not a loss: the owner released the lock. `lost()` answers this for a released
+    /// lock, so that nothing waiting on it (a `select!`, another task) waits forever.
+    Released,
 }
 
 impl fmt::Display for LossReason {
@@ -184,6 +195,7 @@ impl fmt::Display for LossReason {
             Self::MaxHoldReached { held } => {
                 write!(f, "maximum hold time reached after {held:?}")
             }
+            Self::Released => f.write_str("released by its owner"),
         }
     }
 }
@@ -308,21 +320,26 @@ impl NodeError {
         )
     }
 
+    /// The node's error as the [`source`](std::error::Error::source); this error's own
+    /// message says only which node and step (and, with [`about`](Self::about), what it
+    /// was working on), so that a printed chain says each thing once.
     pub(crate) fn from_redis(node: &str, step: Step, err: RedisError) -> Self {
-        let kind = classify(&err);
-        let detail = err.to_string();
         Self {
             node: node.to_owned(),
             step,
-            kind,
-            detail,
+            kind: classify(&err),
+            detail: String::new(),
             source: Some(err),
         }
     }
 
     /// Prefixes the detail with what the node was working on (a key, say).
     pub(crate) fn about(mut self, what: &str) -> Self {
-        self.detail = format!("{what}: {}", self.detail);
+        self.detail = if self.detail.is_empty() {
+            what.to_owned()
+        } else {
+            format!("{what}: {}", self.detail)
+        };
         self
     }
 
@@ -355,12 +372,18 @@ impl PartialEq for NodeError {
             && self.step == other.step
             && self.kind == other.kind
             && self.detail == other.detail
+            && self.source.as_ref().map(ToString::to_string)
+                == other.source.as_ref().map(ToString::to_string)
     }
 }
 
 impl fmt::Display for NodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "node {} ({}): {}", self.node, self.step, self.detail)
+        write!(f, "node {} ({})", self.node, self.step)?;
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use redfence::{Error, NodeErrorKind};
+use redfence::NodeErrorKind;
 use support::{client, cluster, cmd, fence_key, lock_key, wait_expired_on};
 
 /// An acquire dropped mid-round (two nodes frozen, one held by a stranger, so the round
@@ -165,7 +165,10 @@ fn settings_that_would_overflow_are_rejected() {
     ] {
         let err = builder.build().unwrap_err();
         assert!(err.to_string().contains(setting), "{err}");
-        assert!(matches!(err, Error::Config(_)));
+        assert!(
+            matches!(err, redfence::ConfigError::TooLarge { .. }),
+            "{err:?}"
+        );
     }
 }
 

@@ -7,11 +7,13 @@ use redfence::{Client, ConfigError, Error};
 
 fn err(b: redfence::ClientBuilder) -> (ConfigError, String) {
     match b.build() {
-        Err(Error::Config(e)) => {
+        Err(e) => {
             let msg = e.to_string();
+            // Into the crate's error with `?`, printed the same (no prefix, no repeat).
+            assert_eq!(Error::from(e.clone()).to_string(), msg);
             (e, msg)
         }
-        other => panic!("expected a config error, got {other:?}"),
+        Ok(c) => panic!("expected a config error, got {c:?}"),
     }
 }
 

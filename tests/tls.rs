@@ -121,11 +121,5 @@ fn a_bad_root_certificate_is_a_config_error() {
         .tls_root_certificate(b"not a certificate".to_vec())
         .build()
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            redfence::Error::Config(redfence::ConfigError::Tls { .. })
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, redfence::ConfigError::Tls { .. }), "{err:?}");
 }

@@ -8,7 +8,7 @@ use super::settings::*;
 use super::{Client, Inner};
 use crate::core::Nodes;
 use crate::core::wakeup::Wakeups;
-use crate::error::{ConfigError, Error};
+use crate::error::ConfigError;
 use crate::node::{Node, Servers, address, identity};
 
 /// Builds a [`Client`]; every setting has a default, and [`build`](Self::build) checks
@@ -257,11 +257,11 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] naming the bad value: no nodes, an unparsable URL, the same
-    /// `host:port` twice, a zero or absurd duration, a TTL too small for the drift and
+    /// A [`ConfigError`] naming the bad value (it converts into [`Error::Config`](crate::Error::Config) with
+    /// `?`): no nodes, an unparsable URL, the same server twice, a zero or absurd duration, a TTL too small for the drift and
     /// timeouts, a drift factor outside `[0, 0.5)`, a jitter above the retry delay, or a
     /// prefix that is empty, too long or contains `{`/`}`.
-    pub fn build(self) -> Result<Client, Error> {
+    pub fn build(self) -> Result<Client, ConfigError> {
         let settings = self.settings()?;
         #[cfg(feature = "tls")]
         if self
@@ -282,8 +282,7 @@ impl ClientBuilder {
                     node: address(&client),
                     first: redact(first),
                     second: redact(url),
-                }
-                .into());
+                });
             }
             opened.push((client, id, url));
         }

@@ -28,7 +28,7 @@ use settings::Settings;
 ///   a decided call. Connections open lazily and reopen in the background.
 /// - **Timeouts.** Each node gets [`node_timeout`](ClientBuilder::node_timeout) per call;
 ///   an acquisition takes at most two such rounds (grant, then token commit).
-/// - **Drop.** A [`LockGuard`] dropped without [`release`](LockGuard::release) is released
+/// - **Drop.** A [`LockGuard`](crate::LockGuard) dropped without [`release`](crate::LockGuard::release) is released
 ///   on a spawned task if a tokio runtime is running, else left to expire with its TTL.
 #[derive(Clone)]
 pub struct Client(Arc<Inner>);

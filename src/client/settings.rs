@@ -12,11 +12,11 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Default bound on opening a connection in the background.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default pause between attempts of [`Client::acquire`].
+/// Default pause between attempts of [`Client::acquire`](crate::Client::acquire).
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Default random spread (±) around the retry delay.
 pub const DEFAULT_RETRY_JITTER: Duration = Duration::from_millis(50);
-/// Default time [`Client::acquire`] keeps trying.
+/// Default time [`Client::acquire`](crate::Client::acquire) keeps trying.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default clock-drift factor: 1 % of the TTL (plus 2 ms).
 pub const DEFAULT_DRIFT_FACTOR: f64 = 0.01;

@@ -112,7 +112,7 @@ pub struct Fenced<T> {
 #[non_exhaustive]
 pub enum StoreError {
     /// The store's Redis failed or could not be reached.
-    #[error("fenced store: {0}")]
+    #[error("the fenced store's Redis call failed")]
     Redis(#[from] redis::RedisError),
     /// The store's key holds something this module did not write.
     #[error("fenced store: key {key:?} holds an unexpected reply {reply}")]

@@ -100,7 +100,7 @@ impl LeaseHandle {
 
     /// Resolves when the lock is lost, with the reason: when the watchdog (or an
     /// [`extend`](Self::extend)) reports a loss, or, without a watchdog, when the validity
-    /// runs out. Never resolves for a lock that is released.
+    /// runs out; with [`LossReason::Released`] once the lock is released.
     pub(crate) async fn lost(&self) -> LossReason {
         let mut rx = self.lease.state.subscribe();
         // The backstop publishes a margin ahead of the deadline, like the watchdog; with a
@@ -119,7 +119,7 @@ impl LeaseHandle {
             let deadline = match state {
                 LockState::Lost { reason, .. } => return reason,
                 LockState::Held { deadline } => deadline,
-                LockState::Released => return std::future::pending().await,
+                LockState::Released => return LossReason::Released,
             };
             // The watchdog reports a loss before the deadline; this is the backstop for a
             // guard without one (or a watchdog that died).
@@ -186,5 +186,50 @@ impl Drop for LeaseHandle {
             s.nodes
                 .release_in_background(&all, &s.keys, &s.owner, true, Arc::clone(&s.ending));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::core::{Ending, Nodes};
+    use crate::lease::LeaseParts;
+    use crate::scripts::Keys;
+
+    /// A lease over no nodes: enough to drive its state by hand.
+    fn handle() -> LeaseHandle {
+        let now = clock::now();
+        let lease = Lease::new(LeaseParts {
+            nodes: Nodes::new(Vec::new(), 0.01),
+            resource: "r".into(),
+            keys: Arc::new(Keys::new("test", "r")),
+            owner: "owner".into(),
+            token: FencingToken::new(1),
+            ttl: Duration::from_secs(60),
+            acquired_at: now,
+            deadline: now + Duration::from_secs(59),
+            ending: Arc::new(Ending::new(0, Duration::from_secs(1))),
+        });
+        LeaseHandle::new(Arc::new(lease), None)
+    }
+
+    /// `lost()` answers `Released` for a released lease, and wakes a waiter when the
+    /// release comes while it waits: a `select!` on it cannot hang.
+    #[tokio::test]
+    async fn lost_resolves_on_release() {
+        let h = handle();
+        let lease = Arc::clone(&h.lease);
+        let (reason, ()) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(5), h.lost()),
+            async {
+                tokio::task::yield_now().await;
+                lease.mark_released();
+            }
+        );
+        assert_eq!(reason, Ok(LossReason::Released));
+        assert_eq!(h.lost().await, LossReason::Released);
+        assert_eq!(h.summary(), "released");
     }
 }

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use crate::error::LossReason;
 
-/// What a lock is doing now, as its guard's [`state`](LockGuard::state) channel reports it.
+/// What a lock is doing now, as its guard's [`state`](crate::LockGuard::state) channel reports it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum LockState {

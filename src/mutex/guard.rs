@@ -82,7 +82,8 @@ impl LockGuard {
 
     /// Resolves when the lock is lost, with the reason: when the watchdog (or an
     /// [`extend`](Self::extend)) reports a loss, or, without a watchdog, when the validity
-    /// runs out. Never resolves for a lock that is released.
+    /// runs out. A released lock answers [`LossReason::Released`] at once (not a loss),
+    /// so nothing waiting on it waits forever.
     ///
     /// ```no_run
     /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {

@@ -30,7 +30,7 @@ pub struct AcquireOptions {
     /// How long to keep trying instead of the client's wait timeout.
     pub wait: Option<Duration>,
     /// Whether a watchdog keeps the lock alive (default: the client's
-    /// [`auto_extend`](ClientBuilder::auto_extend) for `acquire`, off for `try_acquire`).
+    /// [`auto_extend`](crate::ClientBuilder::auto_extend) for `acquire`, off for `try_acquire`).
     pub watchdog: Option<bool>,
     /// The watchdog's maximum hold time instead of the client's.
     pub max_hold: Option<Duration>,
@@ -42,28 +42,28 @@ impl AcquireOptions {
         Self::default()
     }
 
-    /// Sets the lease; see [`ClientBuilder::ttl`].
+    /// Sets the lease; see [`ClientBuilder::ttl`](crate::ClientBuilder::ttl).
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
     }
 
-    /// Sets the wait; see [`ClientBuilder::wait_timeout`].
+    /// Sets the wait; see [`ClientBuilder::wait_timeout`](crate::ClientBuilder::wait_timeout).
     #[must_use]
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
         self
     }
 
-    /// Turns the watchdog on or off; see [`ClientBuilder::auto_extend`].
+    /// Turns the watchdog on or off; see [`ClientBuilder::auto_extend`](crate::ClientBuilder::auto_extend).
     #[must_use]
     pub fn watchdog(mut self, on: bool) -> Self {
         self.watchdog = Some(on);
         self
     }
 
-    /// Sets the maximum hold time; see [`ClientBuilder::max_hold`].
+    /// Sets the maximum hold time; see [`ClientBuilder::max_hold`](crate::ClientBuilder::max_hold).
     #[must_use]
     pub fn max_hold(mut self, max: Duration) -> Self {
         self.max_hold = Some(max);
@@ -110,8 +110,9 @@ impl Client {
     }
 
     /// Takes `resource`, retrying for up to the client's wait timeout. Unless turned off
-    /// ([`ClientBuilder::auto_extend`]), a watchdog then keeps it alive and reports its
-    /// loss on the guard's [`state`](LockGuard::state) channel.
+    /// ([`ClientBuilder::auto_extend`](crate::ClientBuilder::auto_extend)), a watchdog
+    /// then keeps it alive and reports its loss on the guard's
+    /// [`state`](LockGuard::state) channel.
     ///
     /// ```no_run
     /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {

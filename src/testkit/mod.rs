@@ -61,7 +61,7 @@ const PORTS: std::ops::Range<u16> = 20_000..32_000;
 pub enum Error {
     /// `redis-server` could not be run.
     #[error(
-        "cannot run {server:?}: {source}; install redis-server (Debian/Ubuntu: apt-get install \
+        "cannot run {server:?}; install redis-server (Debian/Ubuntu: apt-get install \
          redis-server) or set REDFENCE_REDIS_SERVER to its path"
     )]
     ServerNotFound {
@@ -81,7 +81,7 @@ pub enum Error {
         log: String,
     },
     /// A file-system or signal operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,

@@ -15,7 +15,7 @@ use redfence::testkit::history::{Check, Event, History};
 use redfence::testkit::{Cluster, Persistence};
 use redfence::{AcquireOptions, Client, LockGuard};
 
-use crate::fail;
+use crate::{Chain, fail};
 
 const LOCK: &str = "ledger";
 const WORKERS: usize = 4;
@@ -140,12 +140,12 @@ pub(crate) async fn demo(args: DemoArgs) -> ExitCode {
     .await;
     let (cluster, storage) = match started {
         Ok(c) => c,
-        Err(e) => return fail(1, format!("the demo needs redis-server: {e}")),
+        Err(e) => return fail(1, format!("the demo needs redis-server: {}", Chain(&e))),
     };
     let cluster = Arc::new(cluster);
     let store = match RedisFencedStore::connect(&storage.url(0)).await {
         Ok(s) => s.with_audit_log(),
-        Err(e) => return fail(1, e),
+        Err(e) => return fail(1, Chain(&e)),
     };
     let demo = Arc::new(Demo {
         start: Instant::now(),
@@ -177,7 +177,7 @@ pub(crate) async fn demo(args: DemoArgs) -> ExitCode {
             .build();
         let client = match client {
             Ok(c) => c,
-            Err(e) => return fail(1, e),
+            Err(e) => return fail(1, Chain(&e)),
         };
         tasks.push(tokio::spawn(worker(w, client, demo.clone())));
     }
@@ -411,7 +411,7 @@ fn first_words(s: &str) -> String {
 async fn summary(demo: &Demo) -> ExitCode {
     let log = match demo.store.accepted_log(LOCK).await {
         Ok(l) => l,
-        Err(e) => return fail(1, e),
+        Err(e) => return fail(1, Chain(&e)),
     };
     let report = demo.history.check(&HashMap::from([(LOCK.to_owned(), log)]));
     let mark = |c: Check| {

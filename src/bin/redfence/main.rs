@@ -104,6 +104,21 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
 }
 
+/// An error and each of its sources, on one line: `error: cause: cause`.
+pub(crate) struct Chain<'a>(pub(crate) &'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
 /// Prints one line and returns the status: the way the tool reports every failure.
 pub(crate) fn fail(status: u8, msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("redfence: {msg}");
@@ -129,8 +144,9 @@ pub(crate) fn acquire_failure(name: &str, e: &Error) -> (u8, String) {
             (
                 exit::NO_QUORUM,
                 format!(
-                    "no quorum for {name:?}; failing nodes: {}: {e}",
-                    dead.join(", ")
+                    "no quorum for {name:?}; failing nodes: {}: {}",
+                    dead.join(", "),
+                    Chain(e)
                 ),
             )
         }
@@ -169,11 +185,11 @@ fn main() -> ExitCode {
 async fn status(args: StatusArgs) -> ExitCode {
     let client = match Client::builder().nodes(args.nodes.nodes).build() {
         Ok(c) => c,
-        Err(e) => return fail(exit::USAGE, e),
+        Err(e) => return fail(exit::USAGE, Chain(&e)),
     };
     let status = match client.inspect(&args.name).await {
         Ok(s) => s,
-        Err(e) => return fail(exit::USAGE, e),
+        Err(e) => return fail(exit::USAGE, Chain(&e)),
     };
     let short = |o: &str| o.chars().take(8).collect::<String>();
     let verdict = match (&status.holder, status.newest_token()) {

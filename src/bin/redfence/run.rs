@@ -10,7 +10,7 @@ use redfence::{Client, LockGuard};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{NodesArg, acquire_failure, acquire_options, exit, fail, parse_duration};
+use crate::{Chain, NodesArg, acquire_failure, acquire_options, exit, fail, parse_duration};
 
 pub(crate) const AFTER_HELP: &str = "\
 The command runs with REDFENCE_LOCK (the name), REDFENCE_TOKEN (the fencing token: pass
@@ -121,7 +121,7 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
         .build()
     {
         Ok(c) => c,
-        Err(e) => return fail(exit::USAGE, e),
+        Err(e) => return fail(exit::USAGE, Chain(&e)),
     };
     let code = run_with(&client, args, forwarded).await;
     // The runtime ends with this process: let the releases that are still under way
