@@ -46,6 +46,12 @@ pub fn now() -> Instant {
     now.checked_add(suspended()).unwrap_or(now)
 }
 
+/// Time since `start`, a reading of [`now`]. (`start.elapsed()` would measure against
+/// `Instant::now()`, which leaves out the suspended time `start` includes.)
+pub(crate) fn since(start: Instant) -> Duration {
+    now().saturating_duration_since(start)
+}
+
 /// Sleeps until `deadline` on [`now`]'s clock: like `tokio::time::sleep_until`, but it
 /// also wakes, and looks again, when the clock jumps (a suspend, or a simulated one).
 pub(crate) async fn sleep_until(deadline: Instant) {

@@ -174,7 +174,7 @@ impl Lease {
             }
             let mut errors = round.errors();
             let answered: Vec<usize> = round.answers.iter().map(|(i, _)| *i).collect();
-            let waited = start.elapsed();
+            let waited = clock::since(start);
             errors.extend((0..n).filter(|i| !answered.contains(i)).map(|i| {
                 NodeError::out_of_time(nodes[i].name(), Step::Extend, "the lock's validity", waited)
             }));

@@ -95,10 +95,10 @@ impl Client {
         // Validity counts from before the first command was sent, and is recomputed after
         // the commit round, which also ate into the lease.
         let drift = quorum::drift(ttl, s.drift_factor);
-        if quorum::validity(ttl, start.elapsed(), drift, s.min_validity).is_none() {
+        if quorum::validity(ttl, clock::since(start), drift, s.min_validity).is_none() {
             return Err(Error::NoValidity {
                 resource: resource.to_owned(),
-                elapsed: start.elapsed(),
+                elapsed: clock::since(start),
                 ttl,
                 drift,
             });
