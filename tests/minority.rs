@@ -6,9 +6,21 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use redfence::testkit::{Cluster, Fault};
+use redfence::testkit::{Cluster, Fault, Proxies};
 use redfence::{Client, LockState, NodeErrorKind};
 use support::{client, cluster, cmd, lock_key};
+
+/// `n` nodes, a client that reaches them through fault proxies (node timeout 500 ms).
+fn proxied(n: usize) -> (Cluster, Proxies, Client) {
+    let cluster = cluster(n);
+    let proxies = cluster.proxies().unwrap();
+    let c = proxies
+        .client_builder()
+        .node_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    (cluster, proxies, c)
+}
 
 /// Three nodes for the client, and node 0 turned into a replica of a fourth server (a
 /// node demoted by mistake): every write on node 0 answers `READONLY`, a lasting error.
@@ -100,13 +112,7 @@ async fn lasting_errors_on_a_majority_end_the_wait() {
 /// deletion, not someone else's lock, so `release` says the lock was held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_whose_reply_was_lost_is_still_a_release() {
-    let cluster = cluster(3);
-    let proxies = cluster.proxies().unwrap();
-    let c = proxies
-        .client_builder()
-        .node_timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
+    let (cluster, proxies, c) = proxied(3);
     // Loads the release script on every node, so that the cut reply below is the one of a
     // release that ran (not of a NOSCRIPT answer).
     let warm = c.try_acquire("warm").await.unwrap().unwrap();
@@ -149,13 +155,7 @@ async fn a_release_whose_reply_was_lost_is_still_a_release() {
 /// moment node 0 listens again, an acquisition succeeds on nodes 0 and 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_comes_back_is_used_at_once() {
-    let cluster = cluster(3);
-    let proxies = cluster.proxies().unwrap();
-    let c = proxies
-        .client_builder()
-        .node_timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
+    let (cluster, proxies, c) = proxied(3);
     proxies.set(0, Fault::Refuse).unwrap();
     cluster.kill(1).unwrap();
     // (Another resource than below: this failed attempt's clean-up of node 2 runs in the
