@@ -9,6 +9,7 @@ mod clock;
 mod core;
 mod error;
 pub mod fence;
+mod interface;
 mod lease;
 mod mutex;
 mod node;
@@ -26,6 +27,7 @@ pub use client::{
 pub use clock::now;
 pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};
 pub use fence::FencingToken;
+pub use interface::{BoxFuture, DistributedLock, LocalLocks, LockHandle, LockProvider};
 pub use lease::LockState;
 pub use mutex::{AcquireOptions, LockGuard, MAX_RESOURCE_LEN};
 pub use ops::{LockStatus, NodeCheck, NodeLock, NodeView, NodeWarning};

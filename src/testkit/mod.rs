@@ -41,6 +41,7 @@ use nix::unistd::Pid;
 
 use crate::ClientBuilder;
 
+pub mod conformance;
 pub mod history;
 mod process;
 pub mod proxy;

@@ -1,0 +1,306 @@
+//! [`LocalLocks`]: the lock interfaces in one process, with no Redis.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{BoxFuture, DistributedLock, LockHandle, LockProvider};
+use crate::client::{DEFAULT_TTL, DEFAULT_WAIT_TIMEOUT};
+use crate::error::{ConfigError, Error, LossReason};
+use crate::fence::FencingToken;
+use crate::mutex::check_resource;
+
+/// The lock interfaces ([`LockProvider`] and the rest) in one process, with no Redis: for
+/// unit tests of code written against the traits, and as a reference model of the
+/// contract. Leases run on tokio's clock, so `tokio::time::pause()` and `advance()` drive
+/// them; tokens strictly increase per name; an expired lease is lost and its name free.
+/// Clones share their locks.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), redfence::Error> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use redfence::{LocalLocks, LockProvider};
+///
+/// let locks: Arc<dyn LockProvider> = Arc::new(LocalLocks::new());
+/// let lock = locks.lock("job")?;
+/// let held = lock.try_acquire(Some(Duration::from_secs(1))).await?.expect("free");
+/// assert!(lock.try_acquire(None).await?.is_none(), "exclusive");
+/// let token = held.token();
+/// assert!(held.release().await?);
+/// let next = lock.try_acquire(None).await?.expect("free again");
+/// assert!(next.token() > token);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct LocalLocks {
+    shared: Arc<Shared>,
+    ttl: Duration,
+    wait: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    names: Mutex<HashMap<String, Name>>,
+    owners: AtomicU64,
+}
+
+/// One name: its token counter, its holder, and the waiters to wake on release.
+#[derive(Debug, Default)]
+struct Name {
+    counter: u64,
+    holder: Option<Holder>,
+    released: Arc<Notify>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Holder {
+    owner: u64,
+    expires: Instant,
+}
+
+impl Default for LocalLocks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalLocks {
+    /// Locks with the client's default TTL (10 s) and wait (10 s).
+    pub fn new() -> Self {
+        Self::with_defaults(DEFAULT_TTL, DEFAULT_WAIT_TIMEOUT)
+    }
+
+    /// Locks whose acquisitions default to `ttl` and `wait`.
+    pub fn with_defaults(ttl: Duration, wait: Duration) -> Self {
+        Self {
+            shared: Arc::default(),
+            ttl,
+            wait,
+        }
+    }
+}
+
+impl Shared {
+    fn names(&self) -> MutexGuard<'_, HashMap<String, Name>> {
+        self.names.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl LockProvider for LocalLocks {
+    fn lock(&self, name: &str) -> Result<Box<dyn DistributedLock>, Error> {
+        check_resource(name)?;
+        Ok(Box::new(LocalLock {
+            locks: self.clone(),
+            name: name.to_owned(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct LocalLock {
+    locks: LocalLocks,
+    name: String,
+}
+
+impl LocalLock {
+    /// The name's release signal.
+    fn released(&self) -> Arc<Notify> {
+        let mut names = self.locks.shared.names();
+        Arc::clone(&names.entry(self.name.clone()).or_default().released)
+    }
+
+    /// One attempt; on refusal, the holder's expiry.
+    fn attempt(&self, ttl: Duration) -> Result<LocalHandle, Instant> {
+        let shared = &self.locks.shared;
+        let mut names = shared.names();
+        let name = names.entry(self.name.clone()).or_default();
+        let now = Instant::now();
+        if let Some(h) = name.holder.filter(|h| h.expires > now) {
+            return Err(h.expires);
+        }
+        name.counter += 1;
+        let owner = shared.owners.fetch_add(1, Ordering::Relaxed);
+        name.holder = Some(Holder {
+            owner,
+            expires: now + ttl,
+        });
+        Ok(LocalHandle {
+            shared: Arc::clone(shared),
+            name: self.name.clone(),
+            owner,
+            token: FencingToken::new(name.counter),
+            ttl,
+            released: false,
+        })
+    }
+
+    fn ttl(&self, ttl: Option<Duration>) -> Result<Duration, Error> {
+        let ttl = ttl.unwrap_or(self.locks.ttl);
+        if ttl.is_zero() {
+            return Err(ConfigError::Zero { setting: "ttl" }.into());
+        }
+        Ok(ttl)
+    }
+}
+
+impl DistributedLock for LocalLock {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn try_acquire(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        Box::pin(async move {
+            let ttl = self.ttl(ttl)?;
+            Ok(self
+                .attempt(ttl)
+                .ok()
+                .map(|h| Box::new(h) as Box<dyn LockHandle>))
+        })
+    }
+
+    fn acquire(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(async move {
+            let ttl = self.ttl(ttl)?;
+            let start = Instant::now();
+            let give_up = start + wait.unwrap_or(self.locks.wait);
+            let mut attempts = 0;
+            let released = self.released();
+            loop {
+                attempts += 1;
+                // Registered before the attempt, so a release right after it still wakes
+                // this waiter.
+                let notified = released.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let expires = match self.attempt(ttl) {
+                    Ok(h) => return Ok(Box::new(h) as Box<dyn LockHandle>),
+                    Err(expires) => expires,
+                };
+                let now = Instant::now();
+                if now >= give_up {
+                    return Err(Error::WaitTimeout {
+                        resource: self.name.clone(),
+                        waited: now - start,
+                        attempts,
+                        last_error: None,
+                    });
+                }
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep_until(expires.min(give_up)) => {}
+                }
+            }
+        })
+    }
+}
+
+/// A held [`LocalLocks`] lock. Dropping it releases it.
+#[derive(Debug)]
+struct LocalHandle {
+    shared: Arc<Shared>,
+    name: String,
+    owner: u64,
+    token: FencingToken,
+    ttl: Duration,
+    released: bool,
+}
+
+impl LocalHandle {
+    /// This owner's expiry, while it holds the name and has not expired.
+    fn expires(&self) -> Option<Instant> {
+        let names = self.shared.names();
+        let holder = names.get(&self.name)?.holder?;
+        (holder.owner == self.owner && holder.expires > Instant::now()).then_some(holder.expires)
+    }
+
+    /// Frees the name if this owner holds it; true when the lease had not expired.
+    fn free(&mut self) -> bool {
+        self.released = true;
+        let mut names = self.shared.names();
+        let Some(name) = names.get_mut(&self.name) else {
+            return false;
+        };
+        match name.holder {
+            Some(h) if h.owner == self.owner => {
+                name.holder = None;
+                name.released.notify_waiters();
+                h.expires > Instant::now()
+            }
+            _ => false,
+        }
+    }
+
+    fn lost_error(&self) -> Error {
+        Error::Lost {
+            resource: self.name.clone(),
+            reason: LossReason::ValidityElapsed,
+        }
+    }
+}
+
+impl LockHandle for LocalHandle {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    fn validity(&self) -> Duration {
+        self.expires().map_or(Duration::ZERO, |e| {
+            e.saturating_duration_since(Instant::now())
+        })
+    }
+
+    fn extend(&self) -> BoxFuture<'_, Result<Duration, Error>> {
+        Box::pin(async move {
+            let mut names = self.shared.names();
+            let now = Instant::now();
+            match names.get_mut(&self.name).and_then(|n| n.holder.as_mut()) {
+                Some(h) if h.owner == self.owner && h.expires > now => {
+                    h.expires = now + self.ttl;
+                    Ok(self.ttl)
+                }
+                _ => Err(self.lost_error()),
+            }
+        })
+    }
+
+    fn lost(&self) -> BoxFuture<'_, LossReason> {
+        Box::pin(async move {
+            // Sleeps to the current expiry and looks again: an extension moves it.
+            while let Some(expires) = self.expires() {
+                tokio::time::sleep_until(expires).await;
+            }
+            LossReason::ValidityElapsed
+        })
+    }
+
+    fn release(mut self: Box<Self>) -> BoxFuture<'static, Result<bool, Error>> {
+        let held = self.free();
+        Box::pin(async move { Ok(held) })
+    }
+}
+
+impl Drop for LocalHandle {
+    fn drop(&mut self) {
+        if !self.released {
+            self.free();
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Object-safe lock interfaces, to write code against, swap implementations behind, and
+//! fake in unit tests: [`LockProvider`] hands out named [`DistributedLock`]s, whose
+//! acquisitions are [`LockHandle`]s. Every method returns a boxed future, so each trait
+//! works as `Arc<dyn …>` / `Box<dyn …>`.
+//!
+//! [`Client`] implements them over the quorum; [`LocalLocks`] is an in-process twin with
+//! no Redis (its leases run on tokio's clock, so `tokio::time::pause` works). The test
+//! kit's `conformance` module checks any implementation against the contract below.
+//!
+//! ## The contract
+//!
+//! - **Exclusion.** While a handle is valid, no other acquisition of the same name
+//!   succeeds.
+//! - **Tokens.** Every acquisition of a name carries a token strictly greater than every
+//!   earlier one's.
+//! - **Leases.** A handle's validity counts down from its TTL; [`LockHandle::extend`]
+//!   renews it for another TTL while it lasts. Handles from these traits have no
+//!   watchdog: extend them, or let them expire. Once expired, the name can be taken
+//!   again, and the old handle's [`lost`](LockHandle::lost) has answered.
+//! - **Release.** [`LockHandle::release`] answers `true` when the lock was still held,
+//!   `false` when it had been lost (another holder may have overlapped).
+//! - **Cancellation.** Dropping an acquire future leaves nothing held.
+//!
+//! ```no_run
+//! # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use redfence::{LocalLocks, LockProvider};
+//!
+//! async fn nightly(locks: Arc<dyn LockProvider>) -> Result<(), redfence::Error> {
+//!     let lock = locks.lock("nightly")?;
+//!     let held = lock.acquire(None, Some(Duration::from_secs(5))).await?;
+//!     println!("token {}", held.token());
+//!     held.release().await?;
+//!     Ok(())
+//! }
+//!
+//! nightly(Arc::new(client)).await?; // the quorum
+//! nightly(Arc::new(LocalLocks::new())).await?; // in one process, for unit tests
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+mod local;
+
+pub use local::LocalLocks;
+
+use crate::client::Client;
+use crate::error::{Error, LossReason};
+use crate::fence::FencingToken;
+use crate::mutex::{AcquireOptions, LockGuard, check_resource};
+
+/// A boxed, `Send` future: what every method of these traits returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Hands out named locks.
+pub trait LockProvider: Send + Sync + fmt::Debug {
+    /// The lock named `name`; nothing is contacted yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidResource`] for an empty or over-long name.
+    fn lock(&self, name: &str) -> Result<Box<dyn DistributedLock>, Error>;
+}
+
+/// One named lock.
+pub trait DistributedLock: Send + Sync + fmt::Debug {
+    /// Its name.
+    fn name(&self) -> &str;
+
+    /// One attempt, with a lease of `ttl` (the provider's default when `None`):
+    /// `Ok(None)` when another holder has it.
+    fn try_acquire(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>>;
+
+    /// Waits for the lock for up to `wait` (the provider's default when `None`); an
+    /// [`Error::WaitTimeout`] when it did not come.
+    fn acquire(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>>;
+}
+
+/// A held lock.
+pub trait LockHandle: Send + Sync + fmt::Debug {
+    /// The lock's name.
+    fn name(&self) -> &str;
+    /// The fencing token: pass it to every write the lock protects.
+    fn token(&self) -> FencingToken;
+    /// Time left before exclusivity can no longer be assumed (zero once lost).
+    fn validity(&self) -> Duration;
+    /// Renews the lease for another TTL; the new validity, or [`Error::Lost`].
+    fn extend(&self) -> BoxFuture<'_, Result<Duration, Error>>;
+    /// Resolves when the lock is lost (or released), with the reason.
+    fn lost(&self) -> BoxFuture<'_, LossReason>;
+    /// Releases it: `true` when it was still held.
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<bool, Error>>;
+}
+
+impl LockProvider for Client {
+    fn lock(&self, name: &str) -> Result<Box<dyn DistributedLock>, Error> {
+        check_resource(name)?;
+        Ok(Box::new(ClientLock {
+            client: self.clone(),
+            name: name.to_owned(),
+        }))
+    }
+}
+
+/// A [`Client`]'s lock of one name.
+#[derive(Debug)]
+struct ClientLock {
+    client: Client,
+    name: String,
+}
+
+/// The options of an acquisition through these traits: no watchdog (the contract's
+/// leases are extended by their holder), the TTL and wait when given.
+fn options(ttl: Option<Duration>, wait: Option<Duration>) -> AcquireOptions {
+    let mut o = AcquireOptions::new().watchdog(false);
+    if let Some(ttl) = ttl {
+        o = o.ttl(ttl);
+    }
+    if let Some(wait) = wait {
+        o = o.wait(wait);
+    }
+    o
+}
+
+impl DistributedLock for ClientLock {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn try_acquire(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        Box::pin(async move {
+            let guard = self
+                .client
+                .try_acquire_with(&self.name, options(ttl, None))
+                .await?;
+            Ok(guard.map(|g| Box::new(g) as Box<dyn LockHandle>))
+        })
+    }
+
+    fn acquire(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(async move {
+            let guard = self
+                .client
+                .acquire_with(&self.name, options(ttl, wait))
+                .await?;
+            Ok(Box::new(guard) as Box<dyn LockHandle>)
+        })
+    }
+}
+
+impl LockHandle for LockGuard {
+    fn name(&self) -> &str {
+        self.resource()
+    }
+
+    fn token(&self) -> FencingToken {
+        LockGuard::token(self)
+    }
+
+    fn validity(&self) -> Duration {
+        LockGuard::validity(self)
+    }
+
+    fn extend(&self) -> BoxFuture<'_, Result<Duration, Error>> {
+        Box::pin(LockGuard::extend(self))
+    }
+
+    fn lost(&self) -> BoxFuture<'_, LossReason> {
+        Box::pin(LockGuard::lost(self))
+    }
+
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<bool, Error>> {
+        Box::pin(LockGuard::release(*self))
+    }
+}

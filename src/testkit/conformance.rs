@@ -1,0 +1,248 @@
+//! A conformance suite for the lock interfaces ([`LockProvider`] and the rest): runs any
+//! implementation through the contract (exclusion, token order, release answers,
+//! extension, expiry and loss, cancellation) and names the first broken promise. The
+//! crate runs it against the quorum client on real nodes and against [`LocalLocks`];
+//! run it against your own implementation or fake the same way.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use redfence::LocalLocks;
+//! use redfence::testkit::conformance::Conformance;
+//!
+//! let passed = Conformance::new().check(&LocalLocks::new()).await?;
+//! println!("{} checks passed", passed.len());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! It takes a few TTLs of real time (default TTL 1 s), and uses names of its own (with a
+//! random suffix), so it can share nodes with other work.
+//!
+//! [`LocalLocks`]: crate::LocalLocks
+
+use std::time::Duration;
+
+use crate::{Error, LockHandle, LockProvider, LossReason};
+
+/// A broken promise: which check, and what happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("conformance check {check:?} failed: {detail}")]
+#[non_exhaustive]
+pub struct Violation {
+    /// The check that failed.
+    pub check: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// The suite's settings.
+#[derive(Debug, Clone)]
+#[must_use = "call .check(provider)"]
+pub struct Conformance {
+    ttl: Duration,
+}
+
+impl Default for Conformance {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn fail<T>(check: &'static str, detail: impl Into<String>) -> Result<T, Violation> {
+    Err(Violation {
+        check,
+        detail: detail.into(),
+    })
+}
+
+/// `Ok` or the error, as a violation of `check`.
+fn ok<T>(check: &'static str, r: Result<T, Error>) -> Result<T, Violation> {
+    r.or_else(|e| fail(check, format!("unexpected error: {e}")))
+}
+
+impl Conformance {
+    /// The suite with a 1 s TTL for the leases it takes.
+    pub fn new() -> Self {
+        Self {
+            ttl: Duration::from_secs(1),
+        }
+    }
+
+    /// The TTL of the leases the suite takes (long enough for the implementation's own
+    /// minimum; the suite waits a few of them). Defaults to 1 s.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Runs every check against `provider`; the names of the checks passed, or the first
+    /// violation.
+    ///
+    /// # Errors
+    ///
+    /// The first [`Violation`].
+    pub async fn check(&self, provider: &dyn LockProvider) -> Result<Vec<&'static str>, Violation> {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let name = |check: &str| format!("conformance-{check}-{run}");
+        self.exclusion(provider, &name("exclusion")).await?;
+        self.tokens(provider, &name("tokens")).await?;
+        self.extension(provider, &name("extension")).await?;
+        self.expiry(provider, &name("expiry")).await?;
+        self.cancellation(provider, &name("cancellation")).await?;
+        Ok(vec![
+            "exclusion",
+            "tokens",
+            "release",
+            "extension",
+            "expiry",
+            "cancellation",
+        ])
+    }
+
+    async fn take(
+        &self,
+        check: &'static str,
+        provider: &dyn LockProvider,
+        name: &str,
+    ) -> Result<Box<dyn LockHandle>, Violation> {
+        let lock = ok(check, provider.lock(name))?;
+        ok(
+            check,
+            lock.acquire(Some(self.ttl), Some(3 * self.ttl)).await,
+        )
+    }
+
+    /// A held lock is refused to every other attempt, and a wait for it times out as
+    /// "held".
+    async fn exclusion(&self, provider: &dyn LockProvider, name: &str) -> Result<(), Violation> {
+        const CHECK: &str = "exclusion";
+        let held = self.take(CHECK, provider, name).await?;
+        let lock = ok(CHECK, provider.lock(name))?;
+        if ok(CHECK, lock.try_acquire(Some(self.ttl)).await)?.is_some() {
+            return fail(CHECK, "a second try_acquire got the lock while it was held");
+        }
+        match lock.acquire(Some(self.ttl), Some(self.ttl / 10)).await {
+            Err(e) if e.is_held_elsewhere() => {}
+            Err(e) => return fail(CHECK, format!("a wait on a held lock failed with {e}")),
+            Ok(_) => return fail(CHECK, "a waiter got the lock while it was held"),
+        }
+        match held.release().await {
+            Ok(true) => Ok(()),
+            other => fail(
+                "release",
+                format!("releasing a held lock answered {other:?}"),
+            ),
+        }
+    }
+
+    /// Successive holders' tokens strictly increase.
+    async fn tokens(&self, provider: &dyn LockProvider, name: &str) -> Result<(), Violation> {
+        const CHECK: &str = "tokens";
+        let mut last = None;
+        for _ in 0..5 {
+            let held = self.take(CHECK, provider, name).await?;
+            let token = held.token();
+            if let Some(prev) = last.filter(|p| token <= *p) {
+                return fail(CHECK, format!("token {token} handed out after {prev}"));
+            }
+            last = Some(token);
+            if !ok(CHECK, held.release().await)? {
+                return fail("release", "releasing a held lock answered false");
+            }
+        }
+        Ok(())
+    }
+
+    /// An extension renews the lease: the lock stays held past its first expiry.
+    async fn extension(&self, provider: &dyn LockProvider, name: &str) -> Result<(), Violation> {
+        const CHECK: &str = "extension";
+        let held = self.take(CHECK, provider, name).await?;
+        tokio::time::sleep(self.ttl / 2).await;
+        let validity = ok(CHECK, held.extend().await)?;
+        if validity <= self.ttl / 2 {
+            return fail(
+                CHECK,
+                format!("validity after extending is only {validity:?}"),
+            );
+        }
+        // Past the first lease's end: still held, still exclusive.
+        tokio::time::sleep(self.ttl * 7 / 10).await;
+        if held.validity().is_zero() {
+            return fail(CHECK, "the extended lock expired with its first lease");
+        }
+        let lock = ok(CHECK, provider.lock(name))?;
+        if ok(CHECK, lock.try_acquire(Some(self.ttl)).await)?.is_some() {
+            return fail(CHECK, "another holder got an extended lock");
+        }
+        match held.release().await {
+            Ok(true) => Ok(()),
+            other => fail(
+                CHECK,
+                format!("releasing the extended lock answered {other:?}"),
+            ),
+        }
+    }
+
+    /// A lease left alone expires: its loss is reported, its validity is zero, the lock
+    /// passes on with a larger token, and the late release says it was lost.
+    async fn expiry(&self, provider: &dyn LockProvider, name: &str) -> Result<(), Violation> {
+        const CHECK: &str = "expiry";
+        let held = self.take(CHECK, provider, name).await?;
+        let reason = tokio::time::timeout(2 * self.ttl, held.lost()).await;
+        match reason {
+            Ok(LossReason::Released) => return fail(CHECK, "lost() said released, not lost"),
+            Ok(_) => {}
+            Err(_) => return fail(CHECK, "no loss reported after twice the TTL"),
+        }
+        if !held.validity().is_zero() {
+            return fail(
+                CHECK,
+                format!("validity {:?} after the loss", held.validity()),
+            );
+        }
+        let next = self.take(CHECK, provider, name).await?;
+        if next.token() <= held.token() {
+            return fail(
+                "tokens",
+                format!(
+                    "token {} after the expired holder's {}",
+                    next.token(),
+                    held.token()
+                ),
+            );
+        }
+        if ok(CHECK, held.release().await)? {
+            return fail(
+                CHECK,
+                "releasing an expired lock that passed on answered true",
+            );
+        }
+        match next.release().await {
+            Ok(true) => Ok(()),
+            other => fail(
+                CHECK,
+                format!("releasing the next holder answered {other:?}"),
+            ),
+        }
+    }
+
+    /// A waiter whose acquire future is dropped holds nothing afterwards.
+    async fn cancellation(&self, provider: &dyn LockProvider, name: &str) -> Result<(), Violation> {
+        const CHECK: &str = "cancellation";
+        let held = self.take(CHECK, provider, name).await?;
+        let lock = ok(CHECK, provider.lock(name))?;
+        let waited = tokio::time::timeout(
+            self.ttl / 10,
+            lock.acquire(Some(self.ttl), Some(3 * self.ttl)),
+        )
+        .await;
+        if waited.is_ok() {
+            return fail(CHECK, "a waiter finished while the lock was held");
+        }
+        if !ok(CHECK, held.release().await)? {
+            return fail("release", "releasing a held lock answered false");
+        }
+        let next = self.take(CHECK, provider, name).await?;
+        ok(CHECK, next.release().await).map(drop)
+    }
+}

@@ -1,0 +1,124 @@
+//! The lock interfaces' conformance suite, against the quorum client on real nodes, the
+//! in-process twin (on tokio's paused clock too), and a deliberately broken
+//! implementation that the suite must catch.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redfence::testkit::conformance::Conformance;
+use redfence::{
+    BoxFuture, DistributedLock, Error, FencingToken, LocalLocks, LockHandle, LockProvider,
+    LossReason,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quorum_client_conforms() {
+    let cluster = support::cluster(3);
+    // A 1 s lease needs node timeouts well under half of it.
+    let client = support::client(&cluster)
+        .node_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let provider: Arc<dyn LockProvider> = Arc::new(client);
+    let passed = Conformance::new().check(provider.as_ref()).await.unwrap();
+    assert_eq!(passed.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_twin_conforms() {
+    let provider: Arc<dyn LockProvider> = Arc::new(LocalLocks::new());
+    Conformance::new().check(provider.as_ref()).await.unwrap();
+}
+
+/// On tokio's paused clock the twin's leases follow `advance`: the whole suite, with its
+/// several TTLs of waiting, runs in no real time.
+#[tokio::test(start_paused = true)]
+async fn the_local_twin_runs_on_paused_time() {
+    let start = std::time::Instant::now();
+    Conformance::new()
+        .ttl(Duration::from_secs(60))
+        .check(&LocalLocks::new())
+        .await
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// Wraps a provider and hands out token 1 to every holder.
+#[derive(Debug)]
+struct RepeatedTokens(LocalLocks);
+
+#[derive(Debug)]
+struct RepeatedLock(Box<dyn DistributedLock>);
+
+#[derive(Debug)]
+struct RepeatedHandle(Box<dyn LockHandle>);
+
+impl LockProvider for RepeatedTokens {
+    fn lock(&self, name: &str) -> Result<Box<dyn DistributedLock>, Error> {
+        Ok(Box::new(RepeatedLock(self.0.lock(name)?)))
+    }
+}
+
+impl DistributedLock for RepeatedLock {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn try_acquire(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        Box::pin(async move {
+            let held = self.0.try_acquire(ttl).await?;
+            Ok(held.map(|h| Box::new(RepeatedHandle(h)) as Box<dyn LockHandle>))
+        })
+    }
+
+    fn acquire(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(async move {
+            let held = self.0.acquire(ttl, wait).await?;
+            Ok(Box::new(RepeatedHandle(held)) as Box<dyn LockHandle>)
+        })
+    }
+}
+
+impl LockHandle for RepeatedHandle {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn token(&self) -> FencingToken {
+        FencingToken::new(1)
+    }
+    fn validity(&self) -> Duration {
+        self.0.validity()
+    }
+    fn extend(&self) -> BoxFuture<'_, Result<Duration, Error>> {
+        self.0.extend()
+    }
+    fn lost(&self) -> BoxFuture<'_, LossReason> {
+        self.0.lost()
+    }
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<bool, Error>> {
+        self.0.release()
+    }
+}
+
+/// The suite is able to fail: an implementation that repeats its token is caught.
+#[tokio::test(start_paused = true)]
+async fn a_repeated_token_is_caught() {
+    let err = Conformance::new()
+        .check(&RepeatedTokens(LocalLocks::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.check, "tokens", "{err}");
+    assert!(
+        err.to_string().contains("token 1 handed out after 1"),
+        "{err}"
+    );
+}
