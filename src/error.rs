@@ -76,6 +76,14 @@ pub enum Error {
         reason: LossReason,
     },
 
+    /// A key-based release or extension named a lock this handle does not hold (never
+    /// taken, already released, or lost).
+    #[error("no lock on {resource:?} is held here")]
+    NotHeld {
+        /// The lock name.
+        resource: String,
+    },
+
     /// A quorum granted, but the attempt took so long that no validity was left (a
     /// TTL too short for the network, or a stalled client).
     #[error(

@@ -27,7 +27,9 @@ pub use client::{
 pub use clock::now;
 pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};
 pub use fence::FencingToken;
-pub use interface::{BoxFuture, DistributedLock, LocalLocks, LockHandle, LockProvider};
+pub use interface::{
+    BoxFuture, DistributedLock, KeyLocks, Keyed, LocalLocks, LockHandle, LockProvider,
+};
 pub use lease::LockState;
 pub use mutex::{AcquireOptions, LockGuard, MAX_RESOURCE_LEN};
 pub use ops::{LockStatus, NodeCheck, NodeLock, NodeView, NodeWarning};

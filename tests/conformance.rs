@@ -101,6 +101,9 @@ impl LockHandle for RepeatedHandle {
     fn extend(&self) -> BoxFuture<'_, Result<Duration, Error>> {
         self.0.extend()
     }
+    fn extend_for(&self, ttl: Duration) -> BoxFuture<'_, Result<Duration, Error>> {
+        self.0.extend_for(ttl)
+    }
     fn lost(&self) -> BoxFuture<'_, LossReason> {
         self.0.lost()
     }
@@ -121,4 +124,46 @@ async fn a_repeated_token_is_caught() {
         err.to_string().contains("token 1 handed out after 1"),
         "{err}"
     );
+}
+
+/// The key-based shape over any provider: acquire, refuse, extend, token, release, and
+/// a clear error for a key not held here.
+async fn keyed_contract(provider: Arc<dyn LockProvider>) {
+    use redfence::{KeyLocks, Keyed};
+    let a: Box<dyn KeyLocks> = Box::new(Keyed::new(Arc::clone(&provider)));
+    let b: Box<dyn KeyLocks> = Box::new(Keyed::new(provider));
+    assert!(a.try_acquire("k", 1000).await.unwrap());
+    assert!(!b.try_acquire("k", 1000).await.unwrap(), "held elsewhere");
+    assert!(!a.try_acquire("k", 1000).await.unwrap(), "not re-entrant");
+    let token = a.token("k").expect("a holds k");
+    assert_eq!(b.token("k"), None);
+    a.extend("k", 2000).await.unwrap();
+    assert!(matches!(
+        b.release("k").await,
+        Err(Error::NotHeld { ref resource }) if resource == "k"
+    ));
+    assert!(matches!(
+        b.extend("k", 1000).await,
+        Err(Error::NotHeld { .. })
+    ));
+    a.release("k").await.unwrap();
+    assert!(matches!(a.release("k").await, Err(Error::NotHeld { .. })));
+    assert!(b.try_acquire("k", 1000).await.unwrap());
+    assert!(b.token("k").unwrap() > token);
+    assert!(matches!(
+        b.try_acquire("other", 0).await,
+        Err(Error::Config(redfence::ConfigError::Zero { .. }))
+    ));
+    b.release("k").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_locks_over_the_client_and_the_twin() {
+    keyed_contract(Arc::new(LocalLocks::new())).await;
+    let cluster = support::cluster(3);
+    let client = support::client(&cluster)
+        .node_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    keyed_contract(Arc::new(client)).await;
 }

@@ -98,6 +98,29 @@ async fn extend_renews_the_lease_on_the_nodes() {
     assert!(g.release().await.unwrap());
 }
 
+/// `extend_for` asks every node for the given lease, not the acquisition's; a zero or
+/// absurd one is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_for_asks_for_the_given_lease() {
+    let cluster = cluster(3);
+    let c = client(&cluster)
+        .ttl(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let g = c.try_acquire("renew-for").await.unwrap().unwrap();
+    let validity = g.extend_for(Duration::from_secs(30)).await.unwrap();
+    assert!(validity > Duration::from_secs(29), "{validity:?}");
+    for i in 0..3 {
+        let pttl: i64 = cmd(&cluster, i, &["PTTL", &lock_key("renew-for")]).await;
+        assert!(pttl > 29_000, "node {i}: pttl {pttl}");
+    }
+    for bad in [Duration::ZERO, Duration::from_secs(365 * 24 * 3600)] {
+        let err = g.extend_for(bad).await.unwrap_err();
+        assert!(matches!(err, redfence::Error::Config(_)), "{err}");
+    }
+    assert!(g.release().await.unwrap());
+}
+
 /// Dropping a guard releases it in the background; the next holder does not wait for the
 /// TTL (10 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use super::{BoxFuture, DistributedLock, LockHandle, LockProvider};
 use crate::client::{DEFAULT_TTL, DEFAULT_WAIT_TIMEOUT};
 use crate::error::{ConfigError, Error, LossReason};
 use crate::fence::FencingToken;
-use crate::mutex::check_resource;
+use crate::mutex::{check_extension, check_resource};
 
 /// The lock interfaces ([`LockProvider`] and the rest) in one process, with no Redis: for
 /// unit tests of code written against the traits, and as a reference model of the
@@ -268,13 +268,18 @@ impl LockHandle for LocalHandle {
     }
 
     fn extend(&self) -> BoxFuture<'_, Result<Duration, Error>> {
+        self.extend_for(self.ttl)
+    }
+
+    fn extend_for(&self, ttl: Duration) -> BoxFuture<'_, Result<Duration, Error>> {
         Box::pin(async move {
+            check_extension(ttl)?;
             let mut names = self.shared.names();
             let now = Instant::now();
             match names.get_mut(&self.name).and_then(|n| n.holder.as_mut()) {
                 Some(h) if h.owner == self.owner && h.expires > now => {
-                    h.expires = now + self.ttl;
-                    Ok(self.ttl)
+                    h.expires = h.expires.max(now + ttl);
+                    Ok(h.expires - now)
                 }
                 _ => Err(self.lost_error()),
             }

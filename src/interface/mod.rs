@@ -46,8 +46,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+mod keyed;
 mod local;
 
+pub use keyed::{KeyLocks, Keyed};
 pub use local::LocalLocks;
 
 use crate::client::Client;
@@ -99,6 +101,8 @@ pub trait LockHandle: Send + Sync + fmt::Debug {
     fn validity(&self) -> Duration;
     /// Renews the lease for another TTL; the new validity, or [`Error::Lost`].
     fn extend(&self) -> BoxFuture<'_, Result<Duration, Error>>;
+    /// Renews the lease for `ttl` instead of its own TTL.
+    fn extend_for(&self, ttl: Duration) -> BoxFuture<'_, Result<Duration, Error>>;
     /// Resolves when the lock is lost (or released), with the reason.
     fn lost(&self) -> BoxFuture<'_, LossReason>;
     /// Releases it: `true` when it was still held.
@@ -183,6 +187,10 @@ impl LockHandle for LockGuard {
 
     fn extend(&self) -> BoxFuture<'_, Result<Duration, Error>> {
         Box::pin(LockGuard::extend(self))
+    }
+
+    fn extend_for(&self, ttl: Duration) -> BoxFuture<'_, Result<Duration, Error>> {
+        Box::pin(LockGuard::extend_for(self, ttl))
     }
 
     fn lost(&self) -> BoxFuture<'_, LossReason> {

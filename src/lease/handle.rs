@@ -139,8 +139,14 @@ impl LeaseHandle {
     /// Renews the lease on every node for another TTL and returns the new validity,
     /// counted from the start of this call.
     pub(crate) async fn extend(&self) -> Result<Duration, Error> {
+        self.extend_for(self.lease.ttl).await
+    }
+
+    /// [`extend`](Self::extend) with a lease of `ttl` (checked by the caller) instead of
+    /// the acquisition's.
+    pub(crate) async fn extend_for(&self, ttl: Duration) -> Result<Duration, Error> {
         let s = &self.lease;
-        match s.extend_until(s.deadline()).await {
+        match s.extend_until(s.deadline(), ttl).await {
             Extension::Extended(validity) => Ok(validity),
             Extension::NotOwner(nodes) => Err(s.lost_error(LossReason::NotOwner { nodes })),
             Extension::Unreachable(e) => Err(e),

@@ -138,7 +138,7 @@ impl Lease {
 
     /// Renews the lease on all N nodes, deciding as soon as the outcome is certain and
     /// giving up at `limit` (never later than the current deadline).
-    pub(crate) async fn extend_until(&self, limit: Instant) -> Extension {
+    pub(crate) async fn extend_until(&self, limit: Instant, ttl: Duration) -> Extension {
         if let LockState::Lost { reason, .. } = &*self.state.borrow() {
             return Extension::Over(Some(reason.clone()));
         }
@@ -155,7 +155,7 @@ impl Lease {
         }
         let nodes = &self.nodes;
         let n = nodes.len();
-        let ttl_ms = quorum::lease_ms(self.ttl);
+        let ttl_ms = quorum::lease_ms(ttl);
         let mut calls = Calls::with_capacity(n);
         for (i, node) in nodes.iter().enumerate() {
             let (node, keys, owner) =
@@ -184,8 +184,8 @@ impl Lease {
             Decision::Won => {
                 // Every renewed lease started no earlier than `start`, so the new validity
                 // counts from there, less the drift allowance.
-                let drift = self.nodes.drift(self.ttl);
-                let renewed = start + self.ttl.saturating_sub(drift);
+                let drift = self.nodes.drift(ttl);
+                let renewed = start + ttl.saturating_sub(drift);
                 let deadline = {
                     let mut d = self.deadline.lock().unwrap_or_else(PoisonError::into_inner);
                     // Concurrent extensions: a slower one must not shorten a newer one.

@@ -119,7 +119,7 @@ async fn run(shared: Weak<Lease>, plan: Schedule, _live: Live) {
         if now < next {
             continue;
         }
-        match s.extend_until(give_up).await {
+        match s.extend_until(give_up, s.ttl).await {
             Extension::Extended(_) => {
                 failures.clear();
                 next = now + plan.interval;

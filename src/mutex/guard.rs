@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::error::{Error, LossReason};
+use crate::client::MAX_TTL;
+use crate::error::{ConfigError, Error, LossReason};
 use crate::fence::FencingToken;
 use crate::lease::{LeaseHandle, LockState};
 
@@ -117,6 +118,20 @@ impl LockGuard {
         self.0.extend().await
     }
 
+    /// [`extend`](Self::extend) with a lease of `ttl` instead of the one it was acquired
+    /// with: the deadline moves to `ttl` (less the drift allowance) after the start of
+    /// this call, unless it is already later. Later extensions (and the watchdog) go back
+    /// to the acquisition's TTL.
+    ///
+    /// # Errors
+    ///
+    /// As [`extend`](Self::extend), and [`Error::Config`] for a zero `ttl` or one above
+    /// [`MAX_TTL`](crate::MAX_TTL) (nothing is sent).
+    pub async fn extend_for(&self, ttl: Duration) -> Result<Duration, Error> {
+        check_extension(ttl)?;
+        self.0.extend_for(ttl).await
+    }
+
     /// Stops the watchdog, deletes the lock on every node (only where this guard still
     /// owns it) and says whether a quorum still held it: `Ok(false)` means the lock had
     /// already been lost, so the critical section may have overlapped another holder's.
@@ -128,4 +143,20 @@ impl LockGuard {
     pub async fn release(self) -> Result<bool, Error> {
         self.0.release().await
     }
+}
+
+/// A lease asked of an extension: above zero, at most [`MAX_TTL`].
+pub(crate) fn check_extension(ttl: Duration) -> Result<(), Error> {
+    if ttl.is_zero() {
+        return Err(ConfigError::Zero { setting: "ttl" }.into());
+    }
+    if ttl > MAX_TTL {
+        return Err(ConfigError::TooLarge {
+            setting: "ttl",
+            value: ttl,
+            max: MAX_TTL,
+        }
+        .into());
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ mod attempt;
 mod guard;
 
 pub use guard::LockGuard;
+pub(crate) use guard::check_extension;
 
 use crate::client::Client;
 use crate::error::{Error, LossReason};
