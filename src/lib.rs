@@ -19,10 +19,12 @@ mod scripts;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
+#[allow(deprecated)]
+pub use client::DEFAULT_WAIT_TIMEOUT;
 pub use client::{
     Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_NODE_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_TTL,
-    DEFAULT_WAIT_TIMEOUT, MAX_HOLD, MAX_TTL,
+    DEFAULT_WAIT, MAX_HOLD, MAX_TTL, Watchdog,
 };
 pub use clock::now;
 pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};

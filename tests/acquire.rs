@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use redfence::{Error, NodeErrorKind, Step};
+use redfence::{AcquireOptions, Error, NodeErrorKind, Step};
 use support::{client, cluster, cmd, fence_key, lock_key};
 
 /// 16 tasks over 4 clients increment a counter non-atomically (read, yield, write) inside
@@ -177,7 +177,7 @@ async fn majority_down_names_the_dead_nodes() {
         cluster.kill(i).unwrap();
     }
     let c = client(&cluster)
-        .wait_timeout(Duration::from_secs(30))
+        .wait(Duration::from_secs(30))
         .build()
         .unwrap();
     let start = Instant::now();
@@ -226,7 +226,10 @@ async fn majority_down_names_the_dead_nodes() {
 
     // `acquire` keeps trying, then says why.
     let err = c
-        .acquire_timeout("majority", Duration::from_millis(300))
+        .acquire_with(
+            "majority",
+            AcquireOptions::new().wait(Duration::from_millis(300)),
+        )
         .await
         .unwrap_err();
     assert!(

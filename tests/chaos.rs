@@ -469,7 +469,7 @@ async fn chaos_run_keeps_every_promise() {
             .client_builder()
             .ttl(TTL)
             .node_timeout(Duration::from_millis(100))
-            .wait_timeout(Duration::from_secs(2))
+            .wait(Duration::from_secs(2))
             .retry_delay(Duration::from_millis(10))
             .retry_jitter(Duration::from_millis(5))
             .build()

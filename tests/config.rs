@@ -106,7 +106,7 @@ fn zero_and_absurd_timeouts() {
     for (b, setting) in [
         (three().node_timeout(Duration::ZERO), "node_timeout"),
         (three().connect_timeout(Duration::ZERO), "connect_timeout"),
-        (three().wait_timeout(Duration::ZERO), "wait_timeout"),
+        (three().wait(Duration::ZERO), "wait"),
     ] {
         let (e, msg) = err(b);
         assert_eq!(e, ConfigError::Zero { setting });

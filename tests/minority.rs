@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use redfence::testkit::{Cluster, Fault, Proxies};
-use redfence::{Client, LockState, NodeErrorKind};
+use redfence::{AcquireOptions, Client, LockState, NodeErrorKind};
 use support::{client, cluster, cmd, lock_key};
 
 /// `n` nodes, a client that reaches them through fault proxies (node timeout 500 ms).
@@ -53,7 +53,10 @@ async fn one_lasting_error_does_not_end_the_wait() {
     .await;
     let start = Instant::now();
     let g = c
-        .acquire_timeout("readonly", Duration::from_secs(5))
+        .acquire_with(
+            "readonly",
+            AcquireOptions::new().wait(Duration::from_secs(5)),
+        )
         .await
         .unwrap_or_else(|e| panic!("gave up after {:?}: {e}", start.elapsed()));
     assert!(
@@ -74,7 +77,10 @@ async fn hand_offs_survive_one_lasting_error() {
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
                 let g = c
-                    .acquire_timeout("handoffs", Duration::from_secs(10))
+                    .acquire_with(
+                        "handoffs",
+                        AcquireOptions::new().wait(Duration::from_secs(10)),
+                    )
                     .await?;
                 tokio::task::yield_now().await;
                 g.release().await?;
@@ -92,7 +98,7 @@ async fn hand_offs_survive_one_lasting_error() {
 async fn lasting_errors_on_a_majority_end_the_wait() {
     let cluster = cluster(3);
     let c = client(&cluster)
-        .wait_timeout(Duration::from_secs(30))
+        .wait(Duration::from_secs(30))
         .build()
         .unwrap();
     for i in [0, 1] {

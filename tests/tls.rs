@@ -57,7 +57,7 @@ async fn locks_over_tls() {
         .tls_root_certificate(ca.clone())
         .retry_delay(Duration::from_secs(30))
         .retry_jitter(Duration::ZERO)
-        .wait_timeout(Duration::from_secs(60))
+        .wait(Duration::from_secs(60))
         .build()
         .unwrap();
     let task = tokio::spawn(async move { waiter.acquire("tls").await.map(|g| g.token()) });

@@ -18,7 +18,7 @@ fn patient(urls: Vec<String>) -> Client {
         .node_timeout(Duration::from_millis(100))
         .retry_delay(Duration::from_secs(30))
         .retry_jitter(Duration::ZERO)
-        .wait_timeout(Duration::from_secs(60))
+        .wait(Duration::from_secs(60))
         .build()
         .unwrap()
 }
@@ -135,7 +135,7 @@ async fn waiters_share_one_subscription() {
     let g = holder.try_acquire("shared").await.unwrap().unwrap();
     let waiter = c
         .client_builder()
-        .wait_timeout(Duration::from_secs(30))
+        .wait(Duration::from_secs(30))
         .build()
         .unwrap();
     let tasks: Vec<_> = (0..10)

@@ -220,7 +220,10 @@ async fn max_hold_stops_extending_and_passes_the_lock_on() {
         panic!("{reason:?}");
     };
     assert!(held >= Duration::from_millis(1500), "{held:?}");
-    let next = other.acquire_timeout("capped", 2 * TTL).await.unwrap();
+    let next = other
+        .acquire_with("capped", AcquireOptions::new().wait(2 * TTL))
+        .await
+        .unwrap();
     assert!(next.token() > guard.token());
     next.release().await.unwrap();
     drop(guard);

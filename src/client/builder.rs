@@ -35,12 +35,12 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     retry_delay: Duration,
     retry_jitter: Duration,
-    wait_timeout: Duration,
+    wait: Duration,
     drift_factor: f64,
     min_validity: Duration,
     prefix: String,
     max_in_flight: usize,
-    auto_extend: bool,
+    watchdog: Watchdog,
     extend_interval: Option<Duration>,
     max_hold: Option<Duration>,
     /// PEM root certificate(s) for `rediss://` nodes, instead of the system's.
@@ -58,12 +58,12 @@ impl std::fmt::Debug for ClientBuilder {
             connect_timeout,
             retry_delay,
             retry_jitter,
-            wait_timeout,
+            wait,
             drift_factor,
             min_validity,
             prefix,
             max_in_flight,
-            auto_extend,
+            watchdog,
             extend_interval,
             max_hold,
             tls_root,
@@ -77,12 +77,12 @@ impl std::fmt::Debug for ClientBuilder {
             .field("connect_timeout", connect_timeout)
             .field("retry_delay", retry_delay)
             .field("retry_jitter", retry_jitter)
-            .field("wait_timeout", wait_timeout)
+            .field("wait", wait)
             .field("drift_factor", drift_factor)
             .field("min_validity", min_validity)
             .field("prefix", prefix)
             .field("max_in_flight", max_in_flight)
-            .field("auto_extend", auto_extend)
+            .field("watchdog", watchdog)
             .field("extend_interval", extend_interval)
             .field("max_hold", max_hold)
             .field("tls_root", &tls_root.as_ref().map(|_| "<set>"))
@@ -100,12 +100,12 @@ impl Default for ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             retry_delay: DEFAULT_RETRY_DELAY,
             retry_jitter: DEFAULT_RETRY_JITTER,
-            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            wait: DEFAULT_WAIT,
             drift_factor: DEFAULT_DRIFT_FACTOR,
             min_validity: Duration::ZERO,
             prefix: DEFAULT_PREFIX.to_owned(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            auto_extend: true,
+            watchdog: Watchdog::On,
             extend_interval: None,
             max_hold: None,
             tls_root: None,
@@ -168,11 +168,16 @@ impl ClientBuilder {
         self
     }
 
-    /// How long [`Client::acquire`] keeps trying. Defaults to
-    /// [`DEFAULT_WAIT_TIMEOUT`] (10 s).
-    pub fn wait_timeout(mut self, wait: Duration) -> Self {
-        self.wait_timeout = wait;
+    /// How long [`Client::acquire`] keeps trying. Defaults to [`DEFAULT_WAIT`] (10 s).
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
         self
+    }
+
+    /// The old name of [`wait`](Self::wait).
+    #[deprecated(since = "0.1.0", note = "renamed `wait`, as in `AcquireOptions::wait`")]
+    pub fn wait_timeout(self, wait: Duration) -> Self {
+        self.wait(wait)
     }
 
     /// Fraction of the TTL by which node clocks may run fast; the drift allowance is
@@ -210,11 +215,21 @@ impl ClientBuilder {
 
     /// Whether [`Client::acquire`] starts a watchdog that extends the lock every
     /// [`extend_interval`](Self::extend_interval) and reports its loss on the guard's
-    /// [`state`](crate::LockGuard::state) channel. [`Client::try_acquire`] never does
-    /// unless asked per call. Defaults to `true`.
-    pub fn auto_extend(mut self, on: bool) -> Self {
-        self.auto_extend = on;
+    /// [`state`](crate::LockGuard::state) channel ([`Watchdog::On`] or `true`).
+    /// [`Client::try_acquire`] never does unless asked per call. Defaults to
+    /// [`Watchdog::On`].
+    pub fn watchdog(mut self, watchdog: impl Into<Watchdog>) -> Self {
+        self.watchdog = watchdog.into();
         self
+    }
+
+    /// The old name of [`watchdog`](Self::watchdog).
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed `watchdog`, as in `AcquireOptions::watchdog`"
+    )]
+    pub fn auto_extend(self, on: bool) -> Self {
+        self.watchdog(on)
     }
 
     /// Time between the watchdog's extensions. It must leave room for one extension
@@ -381,7 +396,7 @@ impl ClientBuilder {
         for (setting, value, max) in [
             ("node_timeout", self.node_timeout, MAX_TIMEOUT),
             ("connect_timeout", self.connect_timeout, MAX_TIMEOUT),
-            ("wait_timeout", self.wait_timeout, MAX_WAIT),
+            ("wait", self.wait, MAX_WAIT),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero { setting });
@@ -435,16 +450,19 @@ impl ClientBuilder {
             node_timeout: self.node_timeout,
             retry_delay: self.retry_delay,
             retry_jitter: self.retry_jitter,
-            wait_timeout: self.wait_timeout,
+            wait: self.wait,
             drift_factor: self.drift_factor,
             min_validity: self.min_validity,
             prefix: self.prefix.clone(),
-            auto_extend: self.auto_extend,
+            watchdog: self.watchdog,
             extend_interval: self.extend_interval,
             max_hold: self.max_hold,
         };
         settings.check_ttl(self.ttl)?;
-        if self.auto_extend || self.extend_interval.is_some() || self.max_hold.is_some() {
+        if self.watchdog == Watchdog::On
+            || self.extend_interval.is_some()
+            || self.max_hold.is_some()
+        {
             settings.watchdog_plan(self.ttl, self.max_hold)?;
         }
         Ok(settings)

@@ -8,11 +8,14 @@ use std::time::Duration;
 mod builder;
 pub(crate) mod settings;
 
+#[allow(deprecated)]
+pub use settings::DEFAULT_WAIT_TIMEOUT;
+
 pub use builder::ClientBuilder;
 pub use settings::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_MAX_IN_FLIGHT, DEFAULT_NODE_TIMEOUT,
-    DEFAULT_PREFIX, DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_TTL, DEFAULT_WAIT_TIMEOUT,
-    MAX_HOLD, MAX_TTL,
+    DEFAULT_PREFIX, DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_TTL, DEFAULT_WAIT, MAX_HOLD,
+    MAX_TTL, Watchdog,
 };
 
 use crate::core::Nodes;

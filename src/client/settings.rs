@@ -17,7 +17,26 @@ pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Default random spread (±) around the retry delay.
 pub const DEFAULT_RETRY_JITTER: Duration = Duration::from_millis(50);
 /// Default time [`Client::acquire`](crate::Client::acquire) keeps trying.
-pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+/// The old name of [`DEFAULT_WAIT`].
+#[deprecated(since = "0.1.0", note = "renamed DEFAULT_WAIT: the setting is `wait`")]
+pub const DEFAULT_WAIT_TIMEOUT: Duration = DEFAULT_WAIT;
+
+/// Whether a watchdog keeps a held lock alive (extending it every `extend_interval`) and
+/// reports its loss. `bool`s convert: `true` is [`On`](Self::On).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Watchdog {
+    /// A watchdog extends the lock and reports its loss.
+    On,
+    /// The holder extends it, or lets it expire.
+    Off,
+}
+
+impl From<bool> for Watchdog {
+    fn from(on: bool) -> Self {
+        if on { Self::On } else { Self::Off }
+    }
+}
 /// Default clock-drift factor: 1 % of the TTL (plus 2 ms).
 pub const DEFAULT_DRIFT_FACTOR: f64 = 0.01;
 /// Default key prefix.
@@ -40,11 +59,11 @@ pub(crate) struct Settings {
     pub(crate) node_timeout: Duration,
     pub(crate) retry_delay: Duration,
     pub(crate) retry_jitter: Duration,
-    pub(crate) wait_timeout: Duration,
+    pub(crate) wait: Duration,
     pub(crate) drift_factor: f64,
     pub(crate) min_validity: Duration,
     pub(crate) prefix: String,
-    pub(crate) auto_extend: bool,
+    pub(crate) watchdog: Watchdog,
     pub(crate) extend_interval: Option<Duration>,
     pub(crate) max_hold: Option<Duration>,
 }

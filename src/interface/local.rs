@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{BoxFuture, DistributedLock, LockHandle, LockProvider};
-use crate::client::{DEFAULT_TTL, DEFAULT_WAIT_TIMEOUT};
+use crate::client::{DEFAULT_TTL, DEFAULT_WAIT};
 use crate::error::{ConfigError, Error, LossReason};
 use crate::fence::FencingToken;
 use crate::mutex::{check_extension, check_resource};
@@ -74,7 +74,7 @@ impl Default for LocalLocks {
 impl LocalLocks {
     /// Locks with the client's default TTL (10 s) and wait (10 s).
     pub fn new() -> Self {
-        Self::with_defaults(DEFAULT_TTL, DEFAULT_WAIT_TIMEOUT)
+        Self::with_defaults(DEFAULT_TTL, DEFAULT_WAIT)
     }
 
     /// Locks whose acquisitions default to `ttl` and `wait`.

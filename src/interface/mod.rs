@@ -52,7 +52,7 @@ mod local;
 pub use keyed::{KeyLocks, Keyed};
 pub use local::LocalLocks;
 
-use crate::client::Client;
+use crate::client::{Client, Watchdog};
 use crate::error::{Error, LossReason};
 use crate::fence::FencingToken;
 use crate::mutex::{AcquireOptions, LockGuard, check_resource};
@@ -129,7 +129,7 @@ struct ClientLock {
 /// The options of an acquisition through these traits: no watchdog (the contract's
 /// leases are extended by their holder), the TTL and wait when given.
 fn options(ttl: Option<Duration>, wait: Option<Duration>) -> AcquireOptions {
-    let mut o = AcquireOptions::new().watchdog(false);
+    let mut o = AcquireOptions::new().watchdog(Watchdog::Off);
     if let Some(ttl) = ttl {
         o = o.ttl(ttl);
     }

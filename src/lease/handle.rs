@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::watchdog::{Watchdog, loss_margin};
+use super::watchdog::{WatchdogTask, loss_margin};
 use super::{Extension, Lease, LockState};
 use crate::clock;
 use crate::error::{Error, LossReason};
@@ -17,7 +17,7 @@ use crate::fence::FencingToken;
 /// blocking), else leaves the keys to expire with their TTL.
 pub(crate) struct LeaseHandle {
     lease: Arc<Lease>,
-    watchdog: Option<Watchdog>,
+    watchdog: Option<WatchdogTask>,
     released: bool,
 }
 
@@ -43,7 +43,7 @@ impl LeaseHandle {
         }
     }
 
-    pub(crate) fn new(lease: Arc<Lease>, watchdog: Option<Watchdog>) -> Self {
+    pub(crate) fn new(lease: Arc<Lease>, watchdog: Option<WatchdogTask>) -> Self {
         Self {
             lease,
             watchdog,

@@ -32,9 +32,9 @@ pub(crate) fn loss_margin(ttl: Duration) -> Duration {
 
 /// The task's handle: dropping it aborts the task, so a watchdog never outlives its guard.
 #[derive(Debug)]
-pub(crate) struct Watchdog(JoinHandle<()>);
+pub(crate) struct WatchdogTask(JoinHandle<()>);
 
-impl Watchdog {
+impl WatchdogTask {
     /// Starts extending `shared`; `live` counts running watchdogs (per client).
     pub(crate) fn start(shared: &Arc<Lease>, plan: Schedule, live: &Arc<AtomicUsize>) -> Self {
         let count = Live::new(live);
@@ -49,7 +49,7 @@ impl Watchdog {
     }
 }
 
-impl Drop for Watchdog {
+impl Drop for WatchdogTask {
     fn drop(&mut self) {
         self.0.abort();
     }

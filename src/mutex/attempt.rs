@@ -12,7 +12,7 @@ use crate::core::quorum::{self, Decision, TokenPlan, Vote};
 use crate::core::{Calls, Ending, decided, no_quorum, run_round};
 use crate::error::{Error, NodeError, Step};
 use crate::fence::FencingToken;
-use crate::lease::watchdog::Watchdog;
+use crate::lease::watchdog::WatchdogTask;
 use crate::lease::{Lease, LeaseHandle, LeaseParts};
 use crate::scripts::Keys;
 
@@ -117,7 +117,7 @@ impl Client {
         }));
         let watchdog = plan
             .watchdog
-            .map(|w| Watchdog::start(&lease, w, self.watchdog_count()));
+            .map(|w| WatchdogTask::start(&lease, w, self.watchdog_count()));
         Ok(Some(LockGuard::new(LeaseHandle::new(lease, watchdog))))
     }
 

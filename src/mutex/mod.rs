@@ -13,7 +13,7 @@ mod guard;
 pub use guard::LockGuard;
 pub(crate) use guard::check_extension;
 
-use crate::client::Client;
+use crate::client::{Client, Watchdog};
 use crate::error::{Error, LossReason};
 use crate::lease::watchdog;
 use crate::scripts::Keys;
@@ -31,8 +31,8 @@ pub struct AcquireOptions {
     /// How long to keep trying instead of the client's wait timeout.
     pub wait: Option<Duration>,
     /// Whether a watchdog keeps the lock alive (default: the client's
-    /// [`auto_extend`](crate::ClientBuilder::auto_extend) for `acquire`, off for `try_acquire`).
-    pub watchdog: Option<bool>,
+    /// [`watchdog`](crate::ClientBuilder::watchdog) for `acquire`, off for `try_acquire`).
+    pub watchdog: Option<Watchdog>,
     /// The watchdog's maximum hold time instead of the client's.
     pub max_hold: Option<Duration>,
 }
@@ -50,17 +50,18 @@ impl AcquireOptions {
         self
     }
 
-    /// Sets the wait; see [`ClientBuilder::wait_timeout`](crate::ClientBuilder::wait_timeout).
+    /// Sets the wait; see [`ClientBuilder::wait`](crate::ClientBuilder::wait).
     #[must_use]
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
         self
     }
 
-    /// Turns the watchdog on or off; see [`ClientBuilder::auto_extend`](crate::ClientBuilder::auto_extend).
+    /// Turns the watchdog on or off (a [`Watchdog`] or a `bool`); see
+    /// [`ClientBuilder::watchdog`](crate::ClientBuilder::watchdog).
     #[must_use]
-    pub fn watchdog(mut self, on: bool) -> Self {
-        self.watchdog = Some(on);
+    pub fn watchdog(mut self, watchdog: impl Into<Watchdog>) -> Self {
+        self.watchdog = Some(watchdog.into());
         self
     }
 
@@ -105,13 +106,13 @@ impl Client {
         options: AcquireOptions,
     ) -> Result<Option<LockGuard>, Error> {
         check_resource(resource)?;
-        let plan = self.plan(&options, false)?;
+        let plan = self.plan(&options, Watchdog::Off)?;
         let keys = Arc::new(Keys::new(&self.settings().prefix, resource));
         self.attempt(resource, &keys, &plan).await
     }
 
     /// Takes `resource`, retrying for up to the client's wait timeout. Unless turned off
-    /// ([`ClientBuilder::auto_extend`](crate::ClientBuilder::auto_extend)), a watchdog
+    /// ([`ClientBuilder::watchdog`](crate::ClientBuilder::watchdog)), a watchdog
     /// then keeps it alive and reports its loss on the guard's
     /// [`state`](LockGuard::state) channel.
     ///
@@ -140,6 +141,10 @@ impl Client {
     /// # Errors
     ///
     /// As [`acquire`](Self::acquire).
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `acquire_with(resource, AcquireOptions::new().wait(wait))`: one name per setting"
+    )]
     pub async fn acquire_timeout(
         &self,
         resource: &str,
@@ -161,8 +166,8 @@ impl Client {
     ) -> Result<LockGuard, Error> {
         check_resource(resource)?;
         let s = &self.settings();
-        let plan = self.plan(&options, s.auto_extend)?;
-        let wait = options.wait.unwrap_or(s.wait_timeout);
+        let plan = self.plan(&options, s.watchdog)?;
+        let wait = options.wait.unwrap_or(s.wait);
         let keys = Arc::new(Keys::new(&s.prefix, resource));
         let start = Instant::now();
         // Woken by any node announcing a release of this resource; the jittered retry
@@ -254,7 +259,9 @@ impl Client {
         options: AcquireOptions,
         work: impl AsyncFnOnce(&LockGuard) -> T,
     ) -> Result<T, Error> {
-        let guard = self.acquire_with(resource, options.watchdog(true)).await?;
+        let guard = self
+            .acquire_with(resource, options.watchdog(Watchdog::On))
+            .await?;
         let outcome = {
             let work = work(&guard);
             tokio::select! {
@@ -292,11 +299,15 @@ impl Client {
         }
     }
 
-    fn plan(&self, options: &AcquireOptions, watchdog_default: bool) -> Result<AcquirePlan, Error> {
+    fn plan(
+        &self,
+        options: &AcquireOptions,
+        watchdog_default: Watchdog,
+    ) -> Result<AcquirePlan, Error> {
         let s = &self.settings();
         let ttl = options.ttl.unwrap_or(s.ttl);
         s.check_ttl(ttl)?;
-        let watchdog = if options.watchdog.unwrap_or(watchdog_default) {
+        let watchdog = if options.watchdog.unwrap_or(watchdog_default) == Watchdog::On {
             let max_hold = options.max_hold.or(s.max_hold);
             Some(s.watchdog_plan(ttl, max_hold)?)
         } else {
