@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::stream::StreamExt;
 use tokio::sync::Notify;
 
-use super::round::Calls;
+use super::round::NodeCalls;
 
 /// One client's background work: calls left to finish after their round was decided,
 /// releases of failed attempts and dropped guards, re-releases of late grants. Each task
@@ -34,7 +34,7 @@ impl Background {
     /// Lets calls still in flight finish on a background task; none of them is awaited by
     /// the caller. The multiplexed connection has already taken each command in order, so
     /// any command sent later to the same node runs after it.
-    pub(crate) fn finish<T: Send + 'static>(self: &Arc<Self>, calls: Calls<T>) {
+    pub(crate) fn finish<T: Send + 'static>(self: &Arc<Self>, calls: NodeCalls<T>) {
         if !calls.is_empty() {
             self.spawn(calls.for_each(|_| async {}));
         }

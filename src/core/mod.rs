@@ -1,5 +1,5 @@
 //! The quorum machinery every primitive shares: the pure arithmetic ([`quorum`]), one
-//! round of calls decided early ([`round`]), the end of an owner's keys ([`Ending`]),
+//! round of calls decided early ([`round`]), the end of an owner's keys ([`ReleaseLedger`]),
 //! the background work left behind ([`Background`]), release announcements
 //! ([`wakeup`]), and [`Nodes`], the handle a lease holds.
 //!
@@ -10,16 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod background;
-mod ending;
+mod ledger;
 pub(crate) mod quorum;
 mod round;
 pub(crate) mod wakeup;
 
 pub(crate) use background::Background;
-pub(crate) use ending::Ending;
-pub(crate) use round::{Calls, decided, no_quorum, run_round};
+pub(crate) use ledger::ReleaseLedger;
+pub(crate) use round::{NodeCalls, decided, no_quorum, run_round};
 
-use crate::node::{Node, Release};
+use crate::node::{Announce, Node, Release};
 use crate::scripts::Keys;
 
 /// A client's nodes, the drift their clocks are allowed, and the background work on
@@ -76,31 +76,29 @@ impl Nodes {
         &self.0.background
     }
 
-    /// Releases `owner` on the given nodes without waiting for the answers; `announce`
-    /// wakes waiters (for a lock that was held).
+    /// Releases `owner` on the given nodes without waiting for the answers.
     pub(crate) fn release_in_background(
         &self,
         nodes: &[usize],
         keys: &Arc<Keys>,
         owner: &Arc<str>,
-        announce: bool,
-        ending: Arc<Ending>,
+        announce: Announce,
+        ending: Arc<ReleaseLedger>,
     ) {
         let calls = self.release_calls(nodes.iter().copied(), keys, owner, announce, &ending);
         self.0.background.finish(calls);
     }
 
-    /// One release of `owner` per given node, each recorded in `ending`; `announce`
-    /// wakes waiters (for a lock that was held).
+    /// One release of `owner` per given node, each recorded in `ending`.
     pub(crate) fn release_calls(
         &self,
         nodes: impl ExactSizeIterator<Item = usize>,
         keys: &Arc<Keys>,
         owner: &Arc<str>,
-        announce: bool,
-        ending: &Arc<Ending>,
-    ) -> Calls<Release> {
-        let mut calls = Calls::with_capacity(nodes.len());
+        announce: Announce,
+        ending: &Arc<ReleaseLedger>,
+    ) -> NodeCalls<Release> {
+        let mut calls = NodeCalls::with_capacity(nodes.len());
         for i in nodes {
             let (node, keys, owner, ending) = (
                 Arc::clone(&self.0.nodes[i]),

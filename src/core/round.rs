@@ -21,13 +21,13 @@ pub(crate) type Reply<T> = (usize, Result<T, NodeError>);
 /// For the handful of nodes a lock has, that is cheaper than `FuturesUnordered` (no task
 /// allocation and no ready queue per call), and it lets a round take in every reply that
 /// has arrived, not only the one that woke it, so that calls rarely outlive their round.
-pub(crate) struct Calls<T> {
+pub(crate) struct NodeCalls<T> {
     running: Vec<Call<T>>,
     /// Finished, not yet taken (the stream hands out one reply at a time).
     ready: VecDeque<Reply<T>>,
 }
 
-impl<T> Calls<T> {
+impl<T> NodeCalls<T> {
     pub(crate) fn with_capacity(n: usize) -> Self {
         Self {
             running: Vec::with_capacity(n),
@@ -62,11 +62,11 @@ fn poll_all<T>(running: &mut Vec<Call<T>>, cx: &mut Context<'_>, mut done: impl 
     });
 }
 
-impl<T> Stream for Calls<T> {
+impl<T> Stream for NodeCalls<T> {
     type Item = Reply<T>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Reply<T>>> {
-        let Calls { running, ready } = self.get_mut();
+        let NodeCalls { running, ready } = self.get_mut();
         if ready.is_empty() {
             poll_all(running, cx, |r| ready.push_back(r));
         }
@@ -78,8 +78,8 @@ impl<T> Stream for Calls<T> {
     }
 }
 
-// Nothing in `Calls` is pinned in place: the calls are boxed.
-impl<T> Unpin for Calls<T> {}
+// Nothing in `NodeCalls` is pinned in place: the calls are boxed.
+impl<T> Unpin for NodeCalls<T> {}
 
 /// Answers of one round, gathered until the round was decided (or ran out of time).
 pub(crate) struct Round<T> {
@@ -109,12 +109,12 @@ pub(crate) fn decided(t: &Tally) -> bool {
 /// answers, for the caller to hand to a background task. Never waits on a node after the
 /// outcome is known; replies that arrived together with the deciding one are taken in.
 pub(crate) async fn run_round<T>(
-    mut calls: Calls<T>,
+    mut calls: NodeCalls<T>,
     n: usize,
     vote: impl Fn(&Result<T, NodeError>) -> Vote,
     decided: impl Fn(&Tally) -> bool,
     limit: Option<Instant>,
-) -> (Round<T>, Calls<T>) {
+) -> (Round<T>, NodeCalls<T>) {
     let mut tally = Tally::new(n);
     let mut answers = Vec::with_capacity(n);
     let mut timed_out = false;
@@ -188,7 +188,7 @@ mod tests {
     /// round is decided without waiting for it, and takes in all four answers.
     #[tokio::test]
     async fn a_round_takes_every_arrived_reply_and_leaves_the_silent_node() {
-        let mut calls = Calls::with_capacity(5);
+        let mut calls = NodeCalls::with_capacity(5);
         for i in 0..3 {
             calls.push(i, async move { Ok(true) });
         }
@@ -213,7 +213,7 @@ mod tests {
     /// A round with a limit gives up at the limit and says so.
     #[tokio::test]
     async fn a_round_gives_up_at_its_limit() {
-        let mut calls: Calls<bool> = Calls::with_capacity(3);
+        let mut calls: NodeCalls<bool> = NodeCalls::with_capacity(3);
         calls.push(0, async { Err(node_error(0)) });
         calls.push(1, std::future::pending());
         calls.push(2, std::future::pending());
@@ -228,7 +228,7 @@ mod tests {
     /// As a stream, the calls hand out every reply once, then end.
     #[tokio::test]
     async fn calls_as_a_stream_yield_each_reply_once() {
-        let mut calls = Calls::with_capacity(4);
+        let mut calls = NodeCalls::with_capacity(4);
         for i in 0..4 {
             calls.push(i, async move {
                 tokio::task::yield_now().await;

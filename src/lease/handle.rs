@@ -11,6 +11,7 @@ use super::{Extension, Lease, LockState};
 use crate::clock;
 use crate::error::{Error, LossReason};
 use crate::fence::FencingToken;
+use crate::node::Announce;
 
 /// The owner's side of a held lease. Dropping it without [`release`](Self::release)
 /// stops its watchdog and releases on a spawned task when a runtime runs (never
@@ -189,8 +190,13 @@ impl Drop for LeaseHandle {
         if tokio::runtime::Handle::try_current().is_ok() {
             let s = &self.lease;
             let all: Vec<usize> = (0..s.nodes.len()).collect();
-            s.nodes
-                .release_in_background(&all, &s.keys, &s.owner, true, Arc::clone(&s.ending));
+            s.nodes.release_in_background(
+                &all,
+                &s.keys,
+                &s.owner,
+                Announce::Waiters,
+                Arc::clone(&s.ending),
+            );
         }
     }
 }
@@ -200,7 +206,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::core::{Ending, Nodes};
+    use crate::core::{Nodes, ReleaseLedger};
     use crate::lease::LeaseParts;
     use crate::scripts::Keys;
 
@@ -216,7 +222,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             acquired_at: now,
             deadline: now + Duration::from_secs(59),
-            ending: Arc::new(Ending::new(0, Duration::from_secs(1))),
+            ending: Arc::new(ReleaseLedger::new(0, Duration::from_secs(1))),
         });
         LeaseHandle::new(Arc::new(lease), None)
     }

@@ -17,10 +17,10 @@ pub use state::LockState;
 
 use crate::clock;
 use crate::core::quorum::{self, Decision, Vote};
-use crate::core::{Calls, Ending, Nodes, decided, no_quorum, run_round};
+use crate::core::{NodeCalls, Nodes, ReleaseLedger, decided, no_quorum, run_round};
 use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
-use crate::node::Release;
+use crate::node::{Announce, Release};
 use crate::scripts::Keys;
 
 /// A held lease on one set of keys: its state channel and deadline, and the extend and
@@ -38,7 +38,7 @@ pub(crate) struct Lease {
     pub(crate) initial_validity: Duration,
     /// Whether this owner's keys must go, and what the release did per node, for the
     /// task finishing the grant round's stragglers.
-    pub(crate) ending: Arc<Ending>,
+    pub(crate) ending: Arc<ReleaseLedger>,
     deadline: Mutex<Instant>,
     pub(crate) state: watch::Sender<LockState>,
 }
@@ -69,7 +69,7 @@ pub(crate) struct LeaseParts {
     /// When the acquisition started (validity counts from there).
     pub(crate) acquired_at: Instant,
     pub(crate) deadline: Instant,
-    pub(crate) ending: Arc<Ending>,
+    pub(crate) ending: Arc<ReleaseLedger>,
 }
 
 impl Lease {
@@ -156,7 +156,7 @@ impl Lease {
         let nodes = &self.nodes;
         let n = nodes.len();
         let ttl_ms = quorum::lease_ms(ttl);
-        let mut calls = Calls::with_capacity(n);
+        let mut calls = NodeCalls::with_capacity(n);
         for (i, node) in nodes.iter().enumerate() {
             let (node, keys, owner) =
                 (Arc::clone(node), Arc::clone(&self.keys), self.owner.clone());
@@ -227,9 +227,13 @@ impl Lease {
         let deadline = self.deadline();
         self.mark_released();
         let n = self.nodes.len();
-        let calls = self
-            .nodes
-            .release_calls(0..n, &self.keys, &self.owner, true, &self.ending);
+        let calls = self.nodes.release_calls(
+            0..n,
+            &self.keys,
+            &self.owner,
+            Announce::Waiters,
+            &self.ending,
+        );
         let vote = |r: &Result<Release, NodeError>| match r {
             Ok(Release { deleted: true, .. }) => Vote::Yes,
             Ok(Release {

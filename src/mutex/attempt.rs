@@ -9,11 +9,12 @@ use super::{AcquirePlan, LockGuard};
 use crate::client::Client;
 use crate::clock;
 use crate::core::quorum::{self, Decision, TokenPlan, Vote};
-use crate::core::{Calls, Ending, decided, no_quorum, run_round};
+use crate::core::{NodeCalls, ReleaseLedger, decided, no_quorum, run_round};
 use crate::error::{Error, NodeError, Step};
 use crate::fence::FencingToken;
 use crate::lease::watchdog::WatchdogTask;
 use crate::lease::{Lease, LeaseHandle, LeaseParts};
+use crate::node::Announce;
 use crate::scripts::Keys;
 
 impl Client {
@@ -34,7 +35,7 @@ impl Client {
         // Whether this owner's keys must go, and what its release did per node, for the
         // stragglers' task. Twice the node timeout: the release's own bound, plus slack
         // for a busy runtime.
-        let ending = Arc::new(Ending::new(n, s.node_timeout * 2));
+        let ending = Arc::new(ReleaseLedger::new(n, s.node_timeout * 2));
         // Until the guard exists, any way out of this function (an error, `Ok(None)`, or
         // the caller dropping this future mid-round) releases the owner's keys.
         let mut cleanup = Cleanup {
@@ -47,7 +48,7 @@ impl Client {
         };
         let start = clock::now();
 
-        let mut calls = Calls::with_capacity(n);
+        let mut calls = NodeCalls::with_capacity(n);
         for (i, node) in nodes.iter().enumerate() {
             let (node, keys, owner, ending) = (
                 Arc::clone(node),
@@ -144,7 +145,7 @@ impl Client {
         }
         let token = plan.token;
         let m = plan.to_raise.len();
-        let mut calls = Calls::with_capacity(m);
+        let mut calls = NodeCalls::with_capacity(m);
         for &i in &plan.to_raise {
             let (node, keys, owner) = (
                 Arc::clone(&self.nodes()[i]),
@@ -191,10 +192,10 @@ impl Client {
     /// first. A release sent now follows the grant on the same connection.
     fn finish_stragglers(
         &self,
-        pending: Calls<Option<u64>>,
+        pending: NodeCalls<Option<u64>>,
         keys: &Arc<Keys>,
         owner: &Arc<str>,
-        ending: &Arc<Ending>,
+        ending: &Arc<ReleaseLedger>,
     ) {
         if pending.is_empty() {
             return;
@@ -218,7 +219,9 @@ impl Client {
                     if matches!(r, Ok(None)) || !ending.has_ended() || ending.deleted(i).await {
                         return;
                     }
-                    let _ = client.nodes()[i].release(&keys, &owner, false).await;
+                    let _ = client.nodes()[i]
+                        .release(&keys, &owner, Announce::Quietly)
+                        .await;
                 }
             }));
     }
@@ -231,7 +234,7 @@ struct Cleanup<'a> {
     client: &'a Client,
     keys: &'a Arc<Keys>,
     owner: &'a Arc<str>,
-    ending: &'a Arc<Ending>,
+    ending: &'a Arc<ReleaseLedger>,
     /// Nodes that may hold the key.
     nodes: Vec<usize>,
     /// A guard took over.
@@ -250,7 +253,7 @@ impl Drop for Cleanup<'_> {
                 &self.nodes,
                 self.keys,
                 self.owner,
-                false,
+                Announce::Quietly,
                 Arc::clone(self.ending),
             );
         }

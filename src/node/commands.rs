@@ -12,6 +12,16 @@ use crate::clock;
 use crate::error::{NodeError, NodeErrorKind, Step};
 use crate::scripts::{COMMIT, EXTEND, INSPECT, Keys, RELEASE};
 
+/// Whether a release is announced to waiters on the resource's release channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Announce {
+    /// A held lock is released: waiters retry at once.
+    Waiters,
+    /// A failed attempt cleans up: announcing it would make every waiter retry into
+    /// every other's partial grants.
+    Quietly,
+}
+
 /// What one node's release did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Release {
@@ -51,7 +61,7 @@ impl Node {
     ///
     /// A grant repeated on a new connection may land after the owner's release there (the
     /// release can overtake it); `on_repeat` is told before the repeat is sent, so that
-    /// the owner's end does not count on that release (see `Ending::deleted`).
+    /// the owner's end does not count on that release (see `ReleaseLedger::deleted`).
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         keys: &Keys,
@@ -164,15 +174,18 @@ impl Node {
         self.flag(Step::Extend, v)
     }
 
-    /// Deletes the lock where it is `owner`'s. `announce` publishes the release for
+    /// Deletes the lock where it is `owner`'s. [`Announce::Waiters`] publishes the release for
     /// waiters (a held lock); clean-ups of failed attempts pass false.
     pub(crate) async fn release(
         self: &Arc<Self>,
         keys: &Keys,
         owner: &str,
-        announce: bool,
+        announce: Announce,
     ) -> Result<Release, NodeError> {
-        let channel = if announce { keys.released.as_str() } else { "" };
+        let channel = match announce {
+            Announce::Waiters => keys.released.as_str(),
+            Announce::Quietly => "",
+        };
         let request = evalsha(&RELEASE, &[&keys.lock], |c| {
             c.arg(owner).arg(channel);
         });

@@ -1,4 +1,4 @@
-//! [`Ending`]: the end of one owner's keys, shared by the attempt that took them, the
+//! [`ReleaseLedger`]: the end of one owner's keys, shared by the attempt that took them, the
 //! lease that holds them, and the task finishing the attempt's late calls.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::error::NodeError;
-use crate::node::{Node, Release};
+use crate::node::{Announce, Node, Release};
 use crate::scripts::Keys;
 
 /// The end of one owner's keys: whether they must go, and what the owner's release did on
@@ -19,7 +19,7 @@ use crate::scripts::Keys;
 /// processed first and nothing is left; only otherwise does the task finishing the
 /// stragglers release once more. Every lock released right after it was taken would
 /// otherwise cost a second release on each straggling node.
-pub(crate) struct Ending {
+pub(crate) struct ReleaseLedger {
     /// Set once the owner's keys must go: the attempt failed or was cancelled, or its
     /// guard was released or dropped.
     ended: AtomicBool,
@@ -40,7 +40,7 @@ const UNANSWERED: u8 = 0;
 const KEPT: u8 = 1;
 const DELETED: u8 = 2;
 
-impl Ending {
+impl ReleaseLedger {
     pub(crate) fn new(n: usize, limit: Duration) -> Self {
         Self {
             ended: AtomicBool::new(false),
@@ -70,7 +70,7 @@ impl Ending {
         i: usize,
         keys: &Keys,
         owner: &str,
-        announce: bool,
+        announce: Announce,
     ) -> Result<Release, NodeError> {
         let r = node.release(keys, owner, announce).await;
         self.record(i, matches!(r, Ok(Release { deleted: true, .. })));
@@ -130,7 +130,7 @@ impl Ending {
     }
 }
 
-/// One waiter counted in [`Ending::waiting`] while it lives.
+/// One waiter counted in [`ReleaseLedger::waiting`] while it lives.
 struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
@@ -155,7 +155,7 @@ mod tests {
     /// deleted".
     #[tokio::test]
     async fn ending_reports_each_nodes_release() {
-        let ending = Arc::new(Ending::new(3, Duration::from_secs(30)));
+        let ending = Arc::new(ReleaseLedger::new(3, Duration::from_secs(30)));
         let waiter = tokio::spawn({
             let ending = Arc::clone(&ending);
             async move { ending.deleted(0).await }
@@ -182,7 +182,7 @@ mod tests {
         ending.repeated(1);
         assert!(!ending.deleted(1).await);
 
-        let quick = Ending::new(3, Duration::from_millis(10));
+        let quick = ReleaseLedger::new(3, Duration::from_millis(10));
         assert!(!quick.deleted(2).await, "no answer reads as not deleted");
         assert!(!quick.deleted(7).await, "no such node");
 
