@@ -36,17 +36,24 @@ pub trait KeyLocks: Send + Sync + fmt::Debug {
 /// dropping it drops them, which releases them in the background (or, outside a
 /// runtime, leaves them to expire with their TTL).
 ///
-/// ```no_run
-/// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), redfence::Error> {
 /// use std::sync::Arc;
-/// use redfence::{KeyLocks, Keyed};
+/// use redfence::{KeyLocks, Keyed, LocalLocks};
 ///
-/// let locks: Box<dyn KeyLocks> = Box::new(Keyed::new(Arc::new(client)));
-/// if locks.try_acquire("invoice-42", 10_000).await? {
-///     let token = locks.token("invoice-42").expect("held");
-///     // ... write with the token ...
-///     locks.release("invoice-42").await?;
-/// }
+/// // `Keyed::new(Arc::new(client))` for the quorum; the in-process twin here.
+/// let provider = Arc::new(LocalLocks::new());
+/// let locks: Box<dyn KeyLocks> = Box::new(Keyed::new(provider.clone()));
+/// let others: Box<dyn KeyLocks> = Box::new(Keyed::new(provider));
+/// assert!(locks.try_acquire("invoice-42", 10_000).await?);
+/// assert!(!others.try_acquire("invoice-42", 10_000).await?);
+/// let token = locks.token("invoice-42").expect("held");
+/// // ... write with the token ...
+/// locks.extend("invoice-42", 30_000).await?;
+/// locks.release("invoice-42").await?;
+/// assert!(others.try_acquire("invoice-42", 10_000).await?);
+/// assert!(others.token("invoice-42").unwrap() > token);
 /// # Ok(())
 /// # }
 /// ```

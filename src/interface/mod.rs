@@ -21,22 +21,25 @@
 //!   `false` when it had been lost (another holder may have overlapped).
 //! - **Cancellation.** Dropping an acquire future leaves nothing held.
 //!
-//! ```no_run
-//! # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), redfence::Error> {
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use redfence::{LocalLocks, LockProvider};
 //!
-//! async fn nightly(locks: Arc<dyn LockProvider>) -> Result<(), redfence::Error> {
+//! async fn nightly(locks: Arc<dyn LockProvider>) -> Result<u64, redfence::Error> {
 //!     let lock = locks.lock("nightly")?;
 //!     let held = lock.acquire(None, Some(Duration::from_secs(5))).await?;
-//!     println!("token {}", held.token());
-//!     held.release().await?;
-//!     Ok(())
+//!     let token = held.token().get(); // pass it to every write
+//!     assert!(held.release().await?);
+//!     Ok(token)
 //! }
 //!
-//! nightly(Arc::new(client)).await?; // the quorum
-//! nightly(Arc::new(LocalLocks::new())).await?; // in one process, for unit tests
+//! // `Arc::new(client)` runs it over the quorum; the in-process twin here.
+//! let locks: Arc<dyn LockProvider> = Arc::new(LocalLocks::new());
+//! let first = nightly(Arc::clone(&locks)).await?;
+//! assert!(nightly(locks).await? > first);
 //! # Ok(())
 //! # }
 //! ```
