@@ -155,40 +155,40 @@ mod tests {
     /// deleted".
     #[tokio::test]
     async fn ending_reports_each_nodes_release() {
-        let ending = Arc::new(ReleaseLedger::new(3, Duration::from_secs(30)));
+        let ledger = Arc::new(ReleaseLedger::new(3, Duration::from_secs(30)));
         let waiter = tokio::spawn({
-            let ending = Arc::clone(&ending);
-            async move { ending.deleted(0).await }
+            let ledger = Arc::clone(&ledger);
+            async move { ledger.deleted(0).await }
         });
-        while ending.waiting.load(Ordering::SeqCst) == 0 {
+        while ledger.waiting.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
-        ending.record(0, true);
+        ledger.record(0, true);
         // Woken by the record, long before the 30 s limit.
         let woken = tokio::time::timeout(Duration::from_secs(5), waiter).await;
         assert!(matches!(woken, Ok(Ok(true))), "{woken:?}");
 
-        ending.record(0, false);
+        ledger.record(0, false);
         assert!(
-            ending.deleted(0).await,
+            ledger.deleted(0).await,
             "a retry finding nothing undid a deletion"
         );
-        ending.record(1, false);
-        assert!(!ending.deleted(1).await);
-        ending.record(1, true);
-        assert!(ending.deleted(1).await);
+        ledger.record(1, false);
+        assert!(!ledger.deleted(1).await);
+        ledger.record(1, true);
+        assert!(ledger.deleted(1).await);
 
         // A repeated grant may have followed the release: the deletion proves nothing.
-        ending.repeated(1);
-        assert!(!ending.deleted(1).await);
+        ledger.repeated(1);
+        assert!(!ledger.deleted(1).await);
 
         let quick = ReleaseLedger::new(3, Duration::from_millis(10));
         assert!(!quick.deleted(2).await, "no answer reads as not deleted");
         assert!(!quick.deleted(7).await, "no such node");
 
         // A waiter that is cancelled counts itself out.
-        let cancelled = tokio::time::timeout(Duration::from_millis(10), ending.deleted(2)).await;
+        let cancelled = tokio::time::timeout(Duration::from_millis(10), ledger.deleted(2)).await;
         assert!(cancelled.is_err());
-        assert_eq!(ending.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(ledger.waiting.load(Ordering::SeqCst), 0);
     }
 }

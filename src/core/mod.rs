@@ -83,31 +83,31 @@ impl Nodes {
         keys: &Arc<Keys>,
         owner: &Arc<str>,
         announce: Announce,
-        ending: Arc<ReleaseLedger>,
+        ledger: Arc<ReleaseLedger>,
     ) {
-        let calls = self.release_calls(nodes.iter().copied(), keys, owner, announce, &ending);
+        let calls = self.release_calls(nodes.iter().copied(), keys, owner, announce, &ledger);
         self.0.background.finish(calls);
     }
 
-    /// One release of `owner` per given node, each recorded in `ending`.
+    /// One release of `owner` per given node, each recorded in `ledger`.
     pub(crate) fn release_calls(
         &self,
         nodes: impl ExactSizeIterator<Item = usize>,
         keys: &Arc<Keys>,
         owner: &Arc<str>,
         announce: Announce,
-        ending: &Arc<ReleaseLedger>,
+        ledger: &Arc<ReleaseLedger>,
     ) -> NodeCalls<Release> {
         let mut calls = NodeCalls::with_capacity(nodes.len());
         for i in nodes {
-            let (node, keys, owner, ending) = (
+            let (node, keys, owner, ledger) = (
                 Arc::clone(&self.0.nodes[i]),
                 Arc::clone(keys),
                 owner.clone(),
-                Arc::clone(ending),
+                Arc::clone(ledger),
             );
             calls.push(i, async move {
-                ending.release(&node, i, &keys, &owner, announce).await
+                ledger.release(&node, i, &keys, &owner, announce).await
             });
         }
         calls

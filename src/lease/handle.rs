@@ -183,7 +183,7 @@ impl Drop for LeaseHandle {
         if self.released {
             return;
         }
-        self.lease.ending.end();
+        self.lease.ledger.end();
         self.lease.mark_released();
         // Never block here: release on the runtime if there is one, else the TTL expires
         // the keys.
@@ -195,7 +195,7 @@ impl Drop for LeaseHandle {
                 &s.keys,
                 &s.owner,
                 Announce::Waiters,
-                Arc::clone(&s.ending),
+                Arc::clone(&s.ledger),
             );
         }
     }
@@ -222,7 +222,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             acquired_at: now,
             deadline: now + Duration::from_secs(59),
-            ending: Arc::new(ReleaseLedger::new(0, Duration::from_secs(1))),
+            ledger: Arc::new(ReleaseLedger::new(0, Duration::from_secs(1))),
         });
         LeaseHandle::new(Arc::new(lease), None)
     }

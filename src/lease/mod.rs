@@ -38,7 +38,7 @@ pub(crate) struct Lease {
     pub(crate) initial_validity: Duration,
     /// Whether this owner's keys must go, and what the release did per node, for the
     /// task finishing the grant round's stragglers.
-    pub(crate) ending: Arc<ReleaseLedger>,
+    pub(crate) ledger: Arc<ReleaseLedger>,
     deadline: Mutex<Instant>,
     pub(crate) state: watch::Sender<LockState>,
 }
@@ -69,7 +69,7 @@ pub(crate) struct LeaseParts {
     /// When the acquisition started (validity counts from there).
     pub(crate) acquired_at: Instant,
     pub(crate) deadline: Instant,
-    pub(crate) ending: Arc<ReleaseLedger>,
+    pub(crate) ledger: Arc<ReleaseLedger>,
 }
 
 impl Lease {
@@ -83,7 +83,7 @@ impl Lease {
             token: p.token,
             ttl: p.ttl,
             acquired_at: p.acquired_at,
-            ending: p.ending,
+            ledger: p.ledger,
             deadline: Mutex::new(p.deadline),
             state: watch::Sender::new(LockState::Held {
                 deadline: p.deadline,
@@ -223,7 +223,7 @@ impl Lease {
     /// key gone or another owner's is counted as our own earlier deletion. After the
     /// deadline the lock was no longer ours to claim, and such a node counts as "not ours".
     pub(crate) async fn release(&self) -> Result<bool, Error> {
-        self.ending.end();
+        self.ledger.end();
         let deadline = self.deadline();
         self.mark_released();
         let n = self.nodes.len();
@@ -232,7 +232,7 @@ impl Lease {
             &self.keys,
             &self.owner,
             Announce::Waiters,
-            &self.ending,
+            &self.ledger,
         );
         let vote = |r: &Result<Release, NodeError>| match r {
             Ok(Release { deleted: true, .. }) => Vote::Yes,

@@ -35,14 +35,14 @@ impl Client {
         // Whether this owner's keys must go, and what its release did per node, for the
         // stragglers' task. Twice the node timeout: the release's own bound, plus slack
         // for a busy runtime.
-        let ending = Arc::new(ReleaseLedger::new(n, s.node_timeout * 2));
+        let ledger = Arc::new(ReleaseLedger::new(n, s.node_timeout * 2));
         // Until the guard exists, any way out of this function (an error, `Ok(None)`, or
         // the caller dropping this future mid-round) releases the owner's keys.
         let mut cleanup = Cleanup {
             client: self,
             keys,
             owner: &owner,
-            ending: &ending,
+            ledger: &ledger,
             nodes: (0..n).collect(),
             done: false,
         };
@@ -50,19 +50,19 @@ impl Client {
 
         let mut calls = NodeCalls::with_capacity(n);
         for (i, node) in nodes.iter().enumerate() {
-            let (node, keys, owner, ending) = (
+            let (node, keys, owner, ledger) = (
                 Arc::clone(node),
                 Arc::clone(keys),
                 owner.clone(),
-                Arc::clone(&ending),
+                Arc::clone(&ledger),
             );
             calls.push(i, async move {
-                let repeated = || ending.repeated(i);
+                let repeated = || ledger.repeated(i);
                 node.acquire(&keys, &owner, ttl_ms, repeated).await
             });
         }
         let (round, pending) = run_round(calls, n, acquire_vote, decided, None).await;
-        self.finish_stragglers(pending, keys, &owner, &ending);
+        self.finish_stragglers(pending, keys, &owner, &ledger);
         // A failed attempt releases every node that did not plainly refuse: grants, errors
         // (a timed-out SET may still run), and calls still in flight, which may have
         // granted by now. Stragglers that grant later are released by the task above.
@@ -114,7 +114,7 @@ impl Client {
             ttl,
             acquired_at: start,
             deadline: start + (ttl - drift),
-            ending: Arc::clone(&ending),
+            ledger: Arc::clone(&ledger),
         }));
         let watchdog = plan
             .watchdog
@@ -195,28 +195,28 @@ impl Client {
         pending: NodeCalls<Option<u64>>,
         keys: &Arc<Keys>,
         owner: &Arc<str>,
-        ending: &Arc<ReleaseLedger>,
+        ledger: &Arc<ReleaseLedger>,
     ) {
         if pending.is_empty() {
             return;
         }
-        let (client, keys, owner, ending) = (
+        let (client, keys, owner, ledger) = (
             self.clone(),
             Arc::clone(keys),
             owner.clone(),
-            Arc::clone(ending),
+            Arc::clone(ledger),
         );
         self.nodes()
             .background()
             .spawn(pending.for_each_concurrent(None, move |(i, r)| {
-                let (client, keys, owner, ending) = (
+                let (client, keys, owner, ledger) = (
                     client.clone(),
                     Arc::clone(&keys),
                     owner.clone(),
-                    Arc::clone(&ending),
+                    Arc::clone(&ledger),
                 );
                 async move {
-                    if matches!(r, Ok(None)) || !ending.has_ended() || ending.deleted(i).await {
+                    if matches!(r, Ok(None)) || !ledger.has_ended() || ledger.deleted(i).await {
                         return;
                     }
                     let _ = client.nodes()[i]
@@ -234,7 +234,7 @@ struct Cleanup<'a> {
     client: &'a Client,
     keys: &'a Arc<Keys>,
     owner: &'a Arc<str>,
-    ending: &'a Arc<ReleaseLedger>,
+    ledger: &'a Arc<ReleaseLedger>,
     /// Nodes that may hold the key.
     nodes: Vec<usize>,
     /// A guard took over.
@@ -246,7 +246,7 @@ impl Drop for Cleanup<'_> {
         if self.done {
             return;
         }
-        self.ending.end();
+        self.ledger.end();
         // Without a runtime (it is shutting down) the keys expire with their TTL.
         if tokio::runtime::Handle::try_current().is_ok() {
             self.client.nodes().release_in_background(
@@ -254,7 +254,7 @@ impl Drop for Cleanup<'_> {
                 self.keys,
                 self.owner,
                 Announce::Quietly,
-                Arc::clone(self.ending),
+                Arc::clone(self.ledger),
             );
         }
     }
