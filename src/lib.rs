@@ -11,6 +11,8 @@ mod error;
 pub mod fence;
 mod interface;
 mod lease;
+#[cfg(test)]
+mod models;
 mod mutex;
 mod node;
 mod ops;

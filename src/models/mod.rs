@@ -1,0 +1,173 @@
+//! Exhaustive model checks of the quorum protocols, with the `stateright` model checker.
+//!
+//! The property tests beside the code sample random histories; these models visit every
+//! interleaving of a small system up to a stated depth: every order in which requests
+//! reach nodes, replies come back or are lost, calls time out and land later, nodes crash
+//! and restart, keys expire and time passes. Each model drives the client's own pure
+//! decision code ([`Tally::decision`](crate::core::quorum::Tally::decision),
+//! [`TokenPlan`](crate::core::quorum::TokenPlan),
+//! [`commit_decided`](crate::core::quorum::commit_decided) and the validity rule), so a
+//! change to those is checked here too; only the nodes' scripts are restated, a few lines
+//! each, next to the model that uses them.
+//!
+//! Every model has switches that remove one safety step (a *mutation*), and a test that
+//! the checker then finds a counterexample, printed step by step: a model that cannot
+//! fail proves nothing.
+//!
+//! Time is discrete: one tick is one second, a lease lasts a few ticks, and a key expires
+//! on its node at the tick its `PX` runs out. A client counts validity with the library's
+//! own rule (`ttl - elapsed - drift`, from the start of the round), so the drift allowance
+//! is modelled as the library computes it; what is not modelled is a node clock running
+//! faster than that allowance, or a node that loses acknowledged writes while the
+//! persistence switch is on.
+
+use std::collections::HashMap;
+use std::fmt::{self, Debug};
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+use stateright::{Checker, Expectation, Model, Path};
+
+use crate::client::DEFAULT_DRIFT_FACTOR;
+use crate::core::quorum;
+
+mod mutex;
+mod semaphore;
+
+/// One tick of model time.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Whether a lease of `ttl` ticks, counted from a round that started at tick `start`, is
+/// still valid at tick `now`, by the client's own rule (drift allowance included).
+fn valid(ttl: u8, start: u8, now: u8) -> bool {
+    let ttl = TICK * u32::from(ttl);
+    let drift = quorum::drift(ttl, DEFAULT_DRIFT_FACTOR);
+    let elapsed = TICK * u32::from(now.saturating_sub(start));
+    quorum::validity(ttl, elapsed, drift, Duration::ZERO).is_some()
+}
+
+/// How a request reaches its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Delivery {
+    /// Runs, and its reply comes back.
+    Answered,
+    /// Runs, and its reply is lost with the connection: the client counts a failure.
+    ReplyLost,
+    /// Runs, its reply is lost, the client sends it again on a new connection (as it does
+    /// for every call), and the repeat's reply is the one counted.
+    Repeated,
+}
+
+impl Delivery {
+    const ALL: [Delivery; 3] = [Delivery::Answered, Delivery::ReplyLost, Delivery::Repeated];
+
+    /// Whether this delivery spends one of the run's fault budget.
+    fn is_fault(self) -> bool {
+        self != Delivery::Answered
+    }
+}
+
+/// What one exhaustive run found.
+struct Report<M: Model> {
+    model: M,
+    states: usize,
+    depth: usize,
+    elapsed: Duration,
+    discoveries: HashMap<&'static str, Path<M::State, M::Action>>,
+}
+
+impl<M: Model> Debug for Report<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} states to depth {} in {:.2?}",
+            self.states, self.depth, self.elapsed
+        )
+    }
+}
+
+/// Visits every state reachable within `max_depth` steps (depth first; with symmetry
+/// reduction, one state per class of states `symmetry` maps to one representative).
+fn explore<M>(model: M, max_depth: usize, symmetry: fn(&M::State) -> M::State) -> Report<M>
+where
+    M: Model + Clone + Send + Sync + 'static,
+    M::State: Clone + Debug + Hash + PartialEq + Send + Sync,
+    M::Action: Clone + Debug + PartialEq,
+{
+    let started = Instant::now();
+    let checker = model
+        .clone()
+        .checker()
+        .target_max_depth(max_depth)
+        .symmetry_fn(symmetry)
+        .spawn_dfs()
+        .join();
+    Report {
+        model,
+        states: checker.unique_state_count(),
+        depth: checker.max_depth(),
+        elapsed: started.elapsed(),
+        discoveries: checker.discoveries(),
+    }
+}
+
+/// A counterexample (or example) as numbered steps, each with the state it led to.
+fn render<S: Clone + Debug, A: Clone + Debug>(path: &Path<S, A>) -> String {
+    let mut out = String::new();
+    for (k, (state, action)) in path.clone().into_vec().into_iter().enumerate() {
+        out.push_str(&format!("       {state:?}\n"));
+        if let Some(a) = action {
+            out.push_str(&format!("  {:>3}. {a:?}\n", k + 1));
+        }
+    }
+    out
+}
+
+/// Checks `model` to `max_depth` and fails with the counterexample's trace when any
+/// "always" property breaks; also fails when a "sometimes" property (the model's proof
+/// that it reaches the interesting states at all) has no example.
+fn assert_safe<M>(model: M, max_depth: usize, symmetry: fn(&M::State) -> M::State) -> Report<M>
+where
+    M: Model + Clone + Send + Sync + 'static,
+    M::State: Clone + Debug + Hash + PartialEq + Send + Sync,
+    M::Action: Clone + Debug + PartialEq,
+{
+    let report = explore(model, max_depth, symmetry);
+    for p in report.model.properties() {
+        let found = report.discoveries.get(p.name);
+        match (p.expectation, found) {
+            (Expectation::Always, Some(path)) => {
+                panic!("`{}` broken ({report:?}):\n{}", p.name, render(path))
+            }
+            (Expectation::Sometimes, None) => panic!(
+                "`{}` never happens ({report:?}): the model does not reach what it checks",
+                p.name
+            ),
+            _ => {}
+        }
+    }
+    eprintln!("{report:?}");
+    report
+}
+
+/// Checks a mutated `model` and fails unless the checker finds a counterexample to
+/// `property`; returns the trace (printed too, so `--nocapture` shows it).
+fn assert_caught<M>(
+    model: M,
+    max_depth: usize,
+    symmetry: fn(&M::State) -> M::State,
+    property: &'static str,
+) -> String
+where
+    M: Model + Clone + Send + Sync + 'static,
+    M::State: Clone + Debug + Hash + PartialEq + Send + Sync,
+    M::Action: Clone + Debug + PartialEq,
+{
+    let report = explore(model, max_depth, symmetry);
+    let Some(path) = report.discoveries.get(property) else {
+        panic!("no counterexample to `{property}` ({report:?}): the mutation went unnoticed");
+    };
+    let trace = render(path);
+    eprintln!("`{property}` broken ({report:?}):\n{trace}");
+    trace
+}

@@ -1,0 +1,781 @@
+//! The mutex with fencing tokens, as a model: `nodes` nodes each holding the lock key and
+//! the fence counter, `clients` clients each running acquisitions (the grant pipeline
+//! `SET NX GET` + `INCR`, the commit round), extensions and releases, over a network that
+//! delivers, loses replies, repeats calls and lets timed-out calls land later, with node
+//! crashes (with and without persistence) and keys expiring as time passes.
+//!
+//! Properties: at most one client holds a valid lease at any tick, and the tokens of
+//! successive holders strictly increase. Without persistence both break, and the checker
+//! must find it; so must it for each mutation.
+
+use std::fmt;
+
+use stateright::{Model, Property};
+
+use super::{Delivery, valid};
+use crate::core::quorum::{Decision, Tally, TokenPlan, Vote, commit_decided};
+
+/// Switches that each remove one safety step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Mutations {
+    /// Hand out the largest counter a grant returned without the commit round.
+    pub(super) skip_commit: bool,
+    /// Extend with a plain `SET key owner PX ttl`: no check that the key is ours.
+    pub(super) extend_without_owner_check: bool,
+    /// Release deletes the key whoever holds it.
+    pub(super) release_without_owner_check: bool,
+    /// Count validity from the moment the round is decided, not from its start.
+    pub(super) validity_from_decision: bool,
+}
+
+/// The system's size and the run's bounds.
+#[derive(Debug, Clone)]
+pub(super) struct MutexModel {
+    pub(super) nodes: usize,
+    pub(super) clients: usize,
+    /// Lease length in ticks.
+    pub(super) ttl: u8,
+    /// Time stops here.
+    pub(super) max_time: u8,
+    /// Acquisition attempts per client.
+    pub(super) attempts: u8,
+    /// Extension rounds per client.
+    pub(super) extends: u8,
+    /// Lost replies, repeats, timeouts and crashes in one run, together.
+    pub(super) faults: u8,
+    /// Nodes keep acknowledged writes across a crash (AOF `appendfsync always`).
+    pub(super) persistent: bool,
+    pub(super) mutations: Mutations,
+}
+
+impl MutexModel {
+    /// A small system: 2 clients, one acquisition and one extension each, two faults.
+    pub(super) fn new(nodes: usize) -> Self {
+        Self {
+            nodes,
+            clients: 2,
+            ttl: 2,
+            max_time: 4,
+            attempts: 1,
+            extends: 1,
+            faults: 1,
+            persistent: true,
+            mutations: Mutations::default(),
+        }
+    }
+}
+
+/// One acquisition's owner id: client and attempt number.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Owner {
+    client: u8,
+    attempt: u8,
+}
+
+impl fmt::Debug for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", letter(self.client.into()), self.attempt)
+    }
+}
+
+fn letter(client: usize) -> char {
+    char::from(b'A' + u8::try_from(client).unwrap_or(25))
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Node {
+    up: bool,
+    /// Owner and the tick the key expires at.
+    lock: Option<(Owner, u8)>,
+    fence: u8,
+}
+
+/// A request as the node's scripts see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Op {
+    /// `SET lock owner NX GET PX ttl` + `INCR fence`.
+    Grant,
+    /// commit.lua: raise the counter to the token while the key is ours.
+    Commit(u8),
+    /// extend.lua: renew the key while it is ours.
+    Extend,
+    /// release.lua: delete the key while it is ours.
+    Release,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Answer {
+    /// Granted (or found ours), with the `INCR` reply.
+    Granted(u8),
+    /// Another owner's key.
+    Held,
+    /// Commit: the counter afterwards, `None` when the key is not ours.
+    Counter(Option<u8>),
+    /// Extend, release: done or not ours.
+    Done(bool),
+    /// No usable reply.
+    Failed,
+}
+
+/// One client's call to one node in the current round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Wire {
+    Idle,
+    Sent(Op),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Phase {
+    Idle,
+    Granting { start: u8 },
+    Committing { start: u8, token: u8, at_token: u8 },
+    Holding { start: u8, token: u8 },
+    Extending { start: u8, token: u8, since: u8 },
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Client {
+    phase: Phase,
+    /// Attempts started (the current owner's number).
+    attempt: u8,
+    extends: u8,
+    wires: Vec<Wire>,
+    /// The current round's answers, by node.
+    answers: Vec<Option<Answer>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(super) struct State {
+    now: u8,
+    faults: u8,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    /// Calls nobody waits for any more (timed out, or sent by a client that moved on),
+    /// which may still land: (node, owner, request), sorted.
+    late: Vec<(u8, Owner, Op)>,
+    /// Tokens handed out, in order.
+    issued: Vec<u8>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Action {
+    Tick,
+    Start(u8),
+    Deliver(u8, u8, Delivery),
+    Timeout(u8, u8),
+    Land(u8),
+    Extend(u8),
+    Release(u8),
+    Crash(u8),
+    Restart(u8),
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = |i: &u8| letter((*i).into());
+        match self {
+            Action::Tick => write!(f, "one tick passes"),
+            Action::Start(i) => write!(f, "{} starts an acquisition", c(i)),
+            Action::Deliver(i, n, how) => {
+                write!(f, "{}'s request runs on n{n} and is answered", c(i))?;
+                match how {
+                    Delivery::Answered => Ok(()),
+                    Delivery::ReplyLost => write!(f, ", reply lost"),
+                    Delivery::Repeated => write!(f, ", reply lost, sent again and runs again"),
+                }
+            }
+            Action::Timeout(i, n) => {
+                write!(f, "{} times out on n{n} (the request may still land)", c(i))
+            }
+            Action::Land(k) => write!(f, "late request #{k} lands"),
+            Action::Extend(i) => write!(f, "{} starts an extension", c(i)),
+            Action::Release(i) => write!(f, "{} releases", c(i)),
+            Action::Crash(n) => write!(f, "n{n} crashes"),
+            Action::Restart(n) => write!(f, "n{n} restarts"),
+        }
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{} |", self.now)?;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let down = if n.up { "" } else { " DOWN" };
+            match n.lock {
+                Some((o, exp)) => write!(f, " n{i}{down}: {o:?} until t{exp}, fence {};", n.fence)?,
+                None => write!(f, " n{i}{down}: free, fence {};", n.fence)?,
+            }
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            write!(f, " | {}: ", letter(i))?;
+            match c.phase {
+                Phase::Idle => write!(f, "idle")?,
+                Phase::Granting { start } => write!(f, "granting since t{start}")?,
+                Phase::Committing { token, .. } => write!(f, "committing {token}")?,
+                Phase::Holding { start, token } => write!(f, "holds {token} from t{start}")?,
+                Phase::Extending { start, token, .. } => {
+                    write!(f, "holds {token} from t{start}, extending")?;
+                }
+            }
+            let answers: Vec<String> = (0..c.wires.len())
+                .filter_map(|n| match (c.wires[n], c.answers[n]) {
+                    (Wire::Sent(op), _) => Some(format!("n{n} {op:?} sent")),
+                    (Wire::Idle, Some(a)) => Some(format!("n{n} {a:?}")),
+                    (Wire::Idle, None) => None,
+                })
+                .collect();
+            if !answers.is_empty() {
+                write!(f, " [{}]", answers.join(", "))?;
+            }
+        }
+        if !self.late.is_empty() {
+            let late: Vec<String> = self
+                .late
+                .iter()
+                .enumerate()
+                .map(|(k, (n, o, op))| format!("#{k} {o:?} {op:?} to n{n}"))
+                .collect();
+            write!(f, " | late: {}", late.join(", "))?;
+        }
+        write!(f, " | tokens {:?}", self.issued)
+    }
+}
+
+/// What a node's script does with `op` from `owner` at tick `now`.
+fn run(model: &MutexModel, node: &mut Node, owner: Owner, op: Op, now: u8) -> Answer {
+    let ours = matches!(node.lock, Some((o, _)) if o == owner);
+    let m = &model.mutations;
+    match op {
+        Op::Grant => {
+            // SET NX keeps an existing key (and its expiry); GET tells ours from another's.
+            let granted = match node.lock {
+                None => {
+                    node.lock = Some((owner, now + model.ttl));
+                    true
+                }
+                Some(_) => ours,
+            };
+            // INCR runs whatever SET did.
+            node.fence += 1;
+            if granted {
+                Answer::Granted(node.fence)
+            } else {
+                Answer::Held
+            }
+        }
+        Op::Commit(token) if ours => {
+            node.fence = node.fence.max(token);
+            Answer::Counter(Some(node.fence))
+        }
+        Op::Commit(_) => Answer::Counter(None),
+        Op::Extend if ours || m.extend_without_owner_check => {
+            node.lock = Some((owner, now + model.ttl));
+            Answer::Done(true)
+        }
+        Op::Release if ours || (m.release_without_owner_check && node.lock.is_some()) => {
+            node.lock = None;
+            Answer::Done(true)
+        }
+        Op::Extend | Op::Release => Answer::Done(false),
+    }
+}
+
+/// The client's vote for one answer, as its rounds count it.
+fn vote(answer: Answer, phase: Phase) -> Vote {
+    match (answer, phase) {
+        (Answer::Failed, _) => Vote::Failed,
+        (Answer::Granted(_) | Answer::Done(true), _) => Vote::Yes,
+        (Answer::Counter(Some(v)), Phase::Committing { token, .. }) if v >= token => Vote::Yes,
+        _ => Vote::No,
+    }
+}
+
+impl MutexModel {
+    fn owner(&self, s: &State, c: usize) -> Owner {
+        Owner {
+            client: u8::try_from(c).unwrap_or(u8::MAX),
+            attempt: s.clients[c].attempt,
+        }
+    }
+
+    /// The nodes taking part in client `c`'s current round (sent to, or answered).
+    fn tally(&self, s: &State, c: usize) -> Tally {
+        let cl = &s.clients[c];
+        let members = (0..self.nodes)
+            .filter(|&i| cl.wires[i] != Wire::Idle || cl.answers[i].is_some())
+            .count();
+        let mut tally = Tally::new(members);
+        for a in cl.answers.iter().flatten() {
+            tally.record(vote(*a, cl.phase));
+        }
+        tally
+    }
+
+    /// Ends client `c`'s round: calls still out land late (or never), replies unread are
+    /// dropped, answers are forgotten.
+    fn end_round(&self, s: &mut State, c: usize) {
+        let owner = self.owner(s, c);
+        for i in 0..self.nodes {
+            if let Wire::Sent(op) = s.clients[c].wires[i] {
+                s.late.push((u8::try_from(i).unwrap_or(u8::MAX), owner, op));
+            }
+            s.clients[c].wires[i] = Wire::Idle;
+            s.clients[c].answers[i] = None;
+        }
+        s.late.sort_unstable();
+    }
+
+    /// Sends `op` from client `c` to each node in `to`.
+    fn send(&self, s: &mut State, c: usize, op: Op, to: impl IntoIterator<Item = usize>) {
+        for i in to {
+            s.clients[c].wires[i] = Wire::Sent(op);
+        }
+    }
+
+    /// The attempt failed: its keys are released on every node (in the background: the
+    /// releases may land late or never).
+    fn give_up(&self, s: &mut State, c: usize) {
+        self.end_round(s, c);
+        let owner = self.owner(s, c);
+        for i in 0..self.nodes {
+            s.late
+                .push((u8::try_from(i).unwrap_or(u8::MAX), owner, Op::Release));
+        }
+        s.late.sort_unstable();
+        s.clients[c].phase = Phase::Idle;
+    }
+
+    /// The token is stored on a majority: the attempt wins if validity is left.
+    fn finish(&self, s: &mut State, c: usize, start: u8, token: u8) {
+        let start = if self.mutations.validity_from_decision {
+            s.now
+        } else {
+            start
+        };
+        if valid(self.ttl, start, s.now) {
+            self.end_round(s, c);
+            s.clients[c].phase = Phase::Holding { start, token };
+            s.issued.push(token);
+        } else {
+            self.give_up(s, c);
+        }
+    }
+
+    /// Client `c` has a new answer: decide its round if the answers so far settle it.
+    fn decide(&self, s: &mut State, c: usize) {
+        let tally = self.tally(s, c);
+        match s.clients[c].phase {
+            Phase::Granting { start } => match tally.decision() {
+                Decision::Pending => {}
+                Decision::Refused | Decision::Failed => self.give_up(s, c),
+                Decision::Won => {
+                    let grants: Vec<(usize, u64)> = (0..self.nodes)
+                        .filter_map(|i| match s.clients[c].answers[i] {
+                            Some(Answer::Granted(v)) => Some((i, u64::from(v))),
+                            _ => None,
+                        })
+                        .collect();
+                    let Some(plan) = TokenPlan::new(&grants) else {
+                        return self.give_up(s, c);
+                    };
+                    let token = u8::try_from(plan.token).unwrap_or(u8::MAX);
+                    if self.mutations.skip_commit || plan.committed_without_round(self.nodes) {
+                        return self.finish(s, c, start, token);
+                    }
+                    self.end_round(s, c);
+                    self.send(s, c, Op::Commit(token), plan.to_raise.iter().copied());
+                    s.clients[c].phase = Phase::Committing {
+                        start,
+                        token,
+                        at_token: u8::try_from(plan.at_token).unwrap_or(u8::MAX),
+                    };
+                }
+            },
+            Phase::Committing {
+                start,
+                token,
+                at_token,
+            } => match commit_decided(self.nodes, at_token.into(), &tally) {
+                None => {}
+                Some(true) => self.finish(s, c, start, token),
+                Some(false) => self.give_up(s, c),
+            },
+            Phase::Extending {
+                start: _,
+                token,
+                since,
+            } => match tally.decision() {
+                Decision::Pending => {}
+                Decision::Won if valid(self.ttl, since, s.now) => {
+                    let start = if self.mutations.validity_from_decision {
+                        s.now
+                    } else {
+                        since
+                    };
+                    self.end_round(s, c);
+                    s.clients[c].phase = Phase::Holding { start, token };
+                }
+                // Lost: the handle reports it and stops; the keys expire.
+                _ => {
+                    self.end_round(s, c);
+                    s.clients[c].phase = Phase::Idle;
+                }
+            },
+            Phase::Idle | Phase::Holding { .. } => {}
+        }
+    }
+
+    /// Drops late calls that can no longer change anything: an owner-checked script
+    /// (commit, extend, release) for a node that holds no key of its owner, when no grant
+    /// of that owner to that node is still on its way. Removing them keeps one state per
+    /// situation instead of one per set of inert calls.
+    fn prune_late(&self, s: &mut State) {
+        let m = &self.mutations;
+        let grant_on_way = |s: &State, node: u8, owner: Owner| {
+            s.late.contains(&(node, owner, Op::Grant))
+                || (s.clients[usize::from(owner.client)].attempt == owner.attempt
+                    && s.clients[usize::from(owner.client)].wires[usize::from(node)]
+                        == Wire::Sent(Op::Grant))
+        };
+        let inert: Vec<bool> = s
+            .late
+            .iter()
+            .map(|&(node, owner, op)| {
+                let checked = match op {
+                    Op::Grant => false,
+                    Op::Commit(_) => true,
+                    Op::Extend => !m.extend_without_owner_check,
+                    Op::Release => !m.release_without_owner_check,
+                };
+                let ours = matches!(s.nodes[usize::from(node)].lock, Some((o, _)) if o == owner);
+                checked && !ours && !grant_on_way(s, node, owner)
+            })
+            .collect();
+        let mut k = 0;
+        s.late.retain(|_| {
+            k += 1;
+            !inert[k - 1]
+        });
+    }
+
+    fn holds_valid(&self, s: &State, c: usize) -> bool {
+        match s.clients[c].phase {
+            Phase::Holding { start, .. } | Phase::Extending { start, .. } => {
+                valid(self.ttl, start, s.now)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn idx(i: usize) -> u8 {
+    u8::try_from(i).unwrap_or(u8::MAX)
+}
+
+/// The representative of `s` under renaming nodes: nodes sorted by what they hold and
+/// what each client has in flight with them. Nodes are interchangeable (no node is
+/// special to the protocol), so checking one state per class covers them all.
+pub(super) fn by_nodes(s: &State) -> State {
+    let mut order: Vec<usize> = (0..s.nodes.len()).collect();
+    let key = |i: usize| {
+        let node = &s.nodes[i];
+        let calls: Vec<(Wire, Option<Answer>)> = s
+            .clients
+            .iter()
+            .map(|c| (c.wires[i], c.answers[i]))
+            .collect();
+        let late: Vec<(Owner, Op)> = s
+            .late
+            .iter()
+            .filter(|l| usize::from(l.0) == i)
+            .map(|l| (l.1, l.2))
+            .collect();
+        (node.clone(), calls, late)
+    };
+    order.sort_by_cached_key(|&i| key(i));
+    let mut r = s.clone();
+    for (new, &old) in order.iter().enumerate() {
+        r.nodes[new] = s.nodes[old].clone();
+        for (rc, sc) in r.clients.iter_mut().zip(&s.clients) {
+            rc.wires[new] = sc.wires[old];
+            rc.answers[new] = sc.answers[old];
+        }
+    }
+    for l in &mut r.late {
+        let old = usize::from(l.0);
+        l.0 = idx(order.iter().position(|&o| o == old).unwrap_or(old));
+    }
+    r.late.sort_unstable();
+    r
+}
+
+impl Model for MutexModel {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        let client = Client {
+            phase: Phase::Idle,
+            attempt: 0,
+            extends: 0,
+            wires: vec![Wire::Idle; self.nodes],
+            answers: vec![None; self.nodes],
+        };
+        vec![State {
+            now: 0,
+            faults: 0,
+            nodes: vec![
+                Node {
+                    up: true,
+                    lock: None,
+                    fence: 0,
+                };
+                self.nodes
+            ],
+            clients: vec![client; self.clients],
+            late: Vec::new(),
+            issued: Vec::new(),
+        }]
+    }
+
+    fn actions(&self, s: &State, actions: &mut Vec<Action>) {
+        if s.now < self.max_time {
+            actions.push(Action::Tick);
+        }
+        let fault_left = s.faults < self.faults;
+        for (c, cl) in s.clients.iter().enumerate() {
+            let c8 = idx(c);
+            match cl.phase {
+                Phase::Idle if cl.attempt < self.attempts => actions.push(Action::Start(c8)),
+                Phase::Holding { .. } => {
+                    actions.push(Action::Release(c8));
+                    if cl.extends < self.extends {
+                        actions.push(Action::Extend(c8));
+                    }
+                }
+                _ => {}
+            }
+            for (i, w) in cl.wires.iter().enumerate() {
+                match w {
+                    Wire::Sent(op) => {
+                        for how in Delivery::ALL {
+                            // Repeats matter for grants (INCR runs twice); the other
+                            // scripts do the same thing the second time.
+                            let repeat_matters = how != Delivery::Repeated || *op == Op::Grant;
+                            if (fault_left || !how.is_fault()) && repeat_matters {
+                                actions.push(Action::Deliver(c8, idx(i), how));
+                            }
+                        }
+                        if fault_left {
+                            actions.push(Action::Timeout(c8, idx(i)));
+                        }
+                    }
+                    Wire::Idle => {}
+                }
+            }
+        }
+        for k in 0..s.late.len() {
+            actions.push(Action::Land(idx(k)));
+        }
+        for (i, n) in s.nodes.iter().enumerate() {
+            if !n.up {
+                actions.push(Action::Restart(idx(i)));
+            } else if fault_left {
+                actions.push(Action::Crash(idx(i)));
+            }
+        }
+    }
+
+    fn next_state(&self, last: &State, action: Action) -> Option<State> {
+        let mut s = last.clone();
+        match action {
+            Action::Tick => {
+                s.now += 1;
+                for n in &mut s.nodes {
+                    if matches!(n.lock, Some((_, exp)) if exp <= s.now) {
+                        n.lock = None;
+                    }
+                }
+            }
+            Action::Start(c) => {
+                let c = usize::from(c);
+                s.clients[c].attempt += 1;
+                s.clients[c].phase = Phase::Granting { start: s.now };
+                self.send(&mut s, c, Op::Grant, 0..self.nodes);
+            }
+            Action::Deliver(c, i, how) => {
+                let (c, i) = (usize::from(c), usize::from(i));
+                let Wire::Sent(op) = s.clients[c].wires[i] else {
+                    return None;
+                };
+                if how.is_fault() {
+                    s.faults += 1;
+                }
+                let owner = self.owner(&s, c);
+                let answer = if s.nodes[i].up {
+                    let mut a = run(self, &mut s.nodes[i], owner, op, s.now);
+                    match how {
+                        Delivery::Answered => a,
+                        Delivery::ReplyLost => Answer::Failed,
+                        Delivery::Repeated => {
+                            a = run(self, &mut s.nodes[i], owner, op, s.now);
+                            a
+                        }
+                    }
+                } else {
+                    Answer::Failed
+                };
+                s.clients[c].wires[i] = Wire::Idle;
+                s.clients[c].answers[i] = Some(answer);
+                self.decide(&mut s, c);
+            }
+            Action::Timeout(c, i) => {
+                let (c, i8) = (usize::from(c), i);
+                let i = usize::from(i8);
+                let Wire::Sent(op) = s.clients[c].wires[i] else {
+                    return None;
+                };
+                s.faults += 1;
+                let owner = self.owner(&s, c);
+                s.late.push((i8, owner, op));
+                s.late.sort_unstable();
+                s.clients[c].wires[i] = Wire::Idle;
+                s.clients[c].answers[i] = Some(Answer::Failed);
+                self.decide(&mut s, c);
+            }
+            Action::Land(k) => {
+                let (i, owner, op) = s.late.remove(usize::from(k));
+                let now = s.now;
+                let node = &mut s.nodes[usize::from(i)];
+                if node.up {
+                    run(self, node, owner, op, now);
+                }
+            }
+            Action::Extend(c) => {
+                let c = usize::from(c);
+                let Phase::Holding { start, token } = s.clients[c].phase else {
+                    return None;
+                };
+                s.clients[c].extends += 1;
+                s.clients[c].phase = Phase::Extending {
+                    start,
+                    token,
+                    since: s.now,
+                };
+                self.send(&mut s, c, Op::Extend, 0..self.nodes);
+            }
+            Action::Release(c) => {
+                let c = usize::from(c);
+                let owner = self.owner(&s, c);
+                for i in 0..self.nodes {
+                    s.late.push((idx(i), owner, Op::Release));
+                }
+                s.late.sort_unstable();
+                s.clients[c].phase = Phase::Idle;
+            }
+            Action::Crash(i) => {
+                s.faults += 1;
+                let node = &mut s.nodes[usize::from(i)];
+                node.up = false;
+                if !self.persistent {
+                    node.lock = None;
+                    node.fence = 0;
+                }
+            }
+            Action::Restart(i) => s.nodes[usize::from(i)].up = true,
+        }
+        self.prune_late(&mut s);
+        Some(s)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always("at most one valid holder", |m: &Self, s: &State| {
+                (0..m.clients).filter(|&c| m.holds_valid(s, c)).count() <= 1
+            }),
+            Property::always("tokens strictly increase", |_, s: &State| {
+                s.issued.windows(2).all(|w| w[0] < w[1])
+            }),
+            Property::sometimes("two holders in turn", |_, s: &State| s.issued.len() >= 2),
+            Property::sometimes("a lease is extended", |_, s: &State| {
+                s.clients.iter().any(|c| {
+                    c.extends > 0 && matches!(c.phase, Phase::Holding { start, .. } if start > 0)
+                })
+            }),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{assert_caught, assert_safe};
+    use super::*;
+
+    /// Steps explored in the default run: every schedule of this length, enough for two
+    /// holders in turn and an extension. The deep runs below have no depth bound.
+    const SHALLOW: usize = 14;
+
+    /// Depth of the five-node run.
+    const FIVE_NODES_DEPTH: usize = 20;
+
+    fn mutated(f: impl FnOnce(&mut Mutations)) -> MutexModel {
+        let mut m = MutexModel::new(3);
+        f(&mut m.mutations);
+        m
+    }
+
+    #[test]
+    fn mutex_is_safe_on_three_nodes_shallow() {
+        assert_safe(MutexModel::new(3), SHALLOW, by_nodes);
+    }
+
+    /// `cargo test --release --lib models -- --ignored` (scripts/models.sh).
+    #[test]
+    #[ignore = "deep: run in release by scripts/models.sh"]
+    fn mutex_is_safe_on_three_nodes_exhaustive() {
+        assert_safe(MutexModel::new(3), usize::MAX, by_nodes);
+    }
+
+    /// Five nodes: every schedule of up to `FIVE_NODES_DEPTH` steps (the whole space is
+    /// too large to finish; this depth covers two holders in turn with faults between).
+    #[test]
+    #[ignore = "deep: run in release by scripts/models.sh"]
+    fn mutex_is_safe_on_five_nodes_to_depth() {
+        assert_safe(MutexModel::new(5), FIVE_NODES_DEPTH, by_nodes);
+    }
+
+    #[test]
+    fn without_persistence_a_restarted_node_breaks_both_promises() {
+        let mut m = MutexModel::new(3);
+        m.persistent = false;
+        assert_caught(m.clone(), SHALLOW, by_nodes, "tokens strictly increase");
+        assert_caught(m, SHALLOW, by_nodes, "at most one valid holder");
+    }
+
+    #[test]
+    fn without_the_commit_round_tokens_go_backwards() {
+        let m = mutated(|m| m.skip_commit = true);
+        assert_caught(m, SHALLOW, by_nodes, "tokens strictly increase");
+    }
+
+    #[test]
+    fn an_extension_without_owner_check_makes_two_holders() {
+        let m = mutated(|m| m.extend_without_owner_check = true);
+        assert_caught(m, SHALLOW, by_nodes, "at most one valid holder");
+    }
+
+    #[test]
+    fn a_release_without_owner_check_makes_two_holders() {
+        // A failed attempt's clean-up deletes the holder's key; the same client's next
+        // attempt then takes a majority while the holder is valid.
+        let mut m = mutated(|m| m.release_without_owner_check = true);
+        m.attempts = 2;
+        assert_caught(m, SHALLOW, by_nodes, "at most one valid holder");
+    }
+
+    #[test]
+    fn validity_counted_from_the_decision_makes_two_holders() {
+        let m = mutated(|m| m.validity_from_decision = true);
+        assert_caught(m, SHALLOW, by_nodes, "at most one valid holder");
+    }
+}
