@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+pub(crate) mod grant;
 mod handle;
 mod state;
 pub(crate) mod watchdog;
