@@ -716,7 +716,7 @@ mod tests {
     const SHALLOW: usize = 14;
 
     /// Depth of the five-node run.
-    const FIVE_NODES_DEPTH: usize = 20;
+    const FIVE_NODES_DEPTH: usize = 16;
 
     fn mutated(f: impl FnOnce(&mut Mutations)) -> MutexModel {
         let mut m = MutexModel::new(3);
