@@ -20,7 +20,7 @@ use std::fmt;
 
 use stateright::{Model, Property};
 
-use crate::core::quorum::{Decision, Tally, Vote};
+use crate::core::quorum::{Decision, Tally, Vote, split_decision};
 
 /// How permits are counted on the nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,25 +173,20 @@ impl SemaphoreModel {
                 }
             }
             Construction::Slots => {
-                // One tally per slot: a node that granted another slot said no to this one.
-                let mut open = false;
-                for k in 0..self.permits {
-                    let k8 = u8::try_from(k).unwrap_or(u8::MAX);
-                    let mut tally = Tally::new(n);
-                    for a in cl.answers.iter().flatten() {
-                        tally.record(if *a == Answer::Slot(k8) {
-                            Vote::Yes
-                        } else {
-                            Vote::No
-                        });
-                    }
-                    match tally.decision() {
-                        Decision::Won => return Some(Some(k8)),
-                        Decision::Pending => open = true,
-                        Decision::Refused | Decision::Failed => {}
+                // The client's own rule: one tally per slot.
+                let mut granted = vec![0; self.permits];
+                let mut refused = 0;
+                for a in cl.answers.iter().flatten() {
+                    match a {
+                        Answer::Slot(k) => granted[usize::from(*k)] += 1,
+                        _ => refused += 1,
                     }
                 }
-                if open { None } else { Some(None) }
+                match split_decision(n, &granted, refused, 0) {
+                    (Decision::Won, Some(k)) => Some(Some(u8::try_from(k).unwrap_or(u8::MAX))),
+                    (Decision::Pending, _) => None,
+                    _ => Some(None),
+                }
             }
         }
     }
