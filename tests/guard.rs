@@ -121,6 +121,31 @@ async fn extend_for_asks_for_the_given_lease() {
     assert!(g.release().await.unwrap());
 }
 
+/// A shorter extension never shortens the keys: the guard keeps the later deadline (so a
+/// watchdog's regular renewal cannot undo a long `extend_for`), and so must every node,
+/// or the keys would expire while the guard still reports the lock valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_extension_never_shortens_the_keys() {
+    let cluster = cluster(3);
+    let c = client(&cluster)
+        .ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let g = c.try_acquire("shorter").await.unwrap().unwrap();
+    let validity = g.extend_for(Duration::from_secs(1)).await.unwrap();
+    assert!(validity > Duration::from_secs(25), "{validity:?}");
+    let left = g.validity();
+    for i in 0..3 {
+        let pttl: i64 = cmd(&cluster, i, &["PTTL", &lock_key("shorter")]).await;
+        let pttl = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
+        assert!(
+            pttl >= left,
+            "node {i}: the key expires in {pttl:?}, the guard says valid for {left:?}"
+        );
+    }
+    assert!(g.release().await.unwrap());
+}
+
 /// Dropping a guard releases it in the background; the next holder does not wait for the
 /// TTL (10 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
