@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The deep model checks (src/models/): every schedule of the small systems, not only the
-# shallow depth the default test run covers. Built in release: the checker visits tens of
-# millions of states, about ten times faster than in a debug build. Part of
+# The model checks (src/models/, ignored in debug runs): every schedule of the small
+# systems, and a counterexample for every mutation. Built in release: the checker visits
+# tens of millions of states, about ten times faster than in a debug build. Part of
 # scripts/test.sh; about six minutes on two cores.
 #
-#   scripts/models.sh                               # all deep checks
+#   scripts/models.sh                               # all model checks
 #   scripts/models.sh models::mutex::tests::mutex_is_safe_on_three   # one (a name filter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 filter=("$@")
 [ ${#filter[@]} -gt 0 ] || filter=(models::)
-exec cargo test --locked --release --lib -- --ignored --nocapture --test-threads 1 "${filter[@]}"
+exec cargo test --locked --release --lib -- --ignored --nocapture --test-threads 2 "${filter[@]}"

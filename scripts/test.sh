@@ -2,9 +2,9 @@
 # The test command: installs redis-server when it is missing, then runs every test
 # (unit, property, model and integration tests against real redis-server processes).
 #
-#   scripts/test.sh            # whole suite, then the deep model checks
+#   scripts/test.sh            # whole suite, then the model checks
 #   scripts/test.sh --test acquire   # extra arguments go to `cargo test` (and skip the
-#                                    # deep model checks)
+#                                    # model checks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +14,7 @@ scripts/install-redis.sh
 # stop them (by PID) when each test ends, on failure too.
 cargo test --locked --all-features "$@"
 
-# The exhaustive model checks (src/models/) in release: the run above covers every
-# schedule up to 14 steps; these cover the whole 3-node space and 16 steps on 5 nodes.
+# The model checks (src/models/), ignored by the debug run above, in release.
 if [ $# -eq 0 ]; then
   scripts/models.sh
 fi

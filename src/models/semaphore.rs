@@ -312,11 +312,6 @@ fn places_unordered(s: &State) -> State {
     r
 }
 
-/// Slots are told apart and the clients' slot orders differ: nothing to merge.
-fn as_is(s: &State) -> State {
-    s.clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{assert_caught, assert_safe};
@@ -333,6 +328,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "model check: scripts/models.sh runs it in release"]
     fn a_per_node_count_admits_more_than_k() {
         let trace = assert_caught(
             model(Construction::PerNodeCount),
@@ -345,17 +341,19 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "model check: scripts/models.sh runs it in release"]
     fn slots_never_admit_more_than_k() {
-        assert_safe(model(Construction::Slots), usize::MAX, as_is);
+        assert_safe(model(Construction::Slots), usize::MAX);
     }
 
     #[test]
+    #[ignore = "model check: scripts/models.sh runs it in release"]
     fn slots_on_three_nodes_and_three_permits() {
         let mut m = model(Construction::Slots);
         m.nodes = 3;
         m.permits = 3;
         m.clients = 4;
         m.attempts = 1;
-        assert_safe(m, usize::MAX, as_is);
+        assert_safe(m, usize::MAX);
     }
 }
