@@ -431,12 +431,11 @@ impl MutexModel {
         let owner = self.owner(s, c);
         for i in 0..self.nodes {
             if let Wire::Sent(op) = s.clients[c].wires[i] {
-                s.late.push((u8::try_from(i).unwrap_or(u8::MAX), owner, op));
+                s.late.push((idx(i), owner, op));
             }
             s.clients[c].wires[i] = Wire::Idle;
             s.clients[c].answers[i] = None;
         }
-        s.late.sort_unstable();
     }
 
     /// Sends `op` from client `c` to each node in `to`.
@@ -450,12 +449,16 @@ impl MutexModel {
     /// releases may land late or never).
     fn give_up(&self, s: &mut State, c: usize) {
         self.end_round(s, c);
+        self.release_everywhere(s, c);
+    }
+
+    /// Client `c` lets go: a release to every node, fire and forget (each may land late
+    /// or never).
+    fn release_everywhere(&self, s: &mut State, c: usize) {
         let owner = self.owner(s, c);
         for i in 0..self.nodes {
-            s.late
-                .push((u8::try_from(i).unwrap_or(u8::MAX), owner, Op::Release));
+            s.late.push((idx(i), owner, Op::Release));
         }
-        s.late.sort_unstable();
         s.clients[c].phase = Phase::Idle;
     }
 
@@ -778,14 +781,11 @@ impl Model for MutexModel {
                 }
                 let owner = self.owner(&s, c);
                 let answer = if s.nodes[i].up {
-                    let mut a = run(self, &mut s.nodes[i], owner, op, s.now);
+                    let first = run(self, &mut s.nodes[i], owner, op, s.now);
                     match how {
-                        Delivery::Answered => a,
+                        Delivery::Answered => first,
                         Delivery::ReplyLost => Answer::Failed,
-                        Delivery::Repeated => {
-                            a = run(self, &mut s.nodes[i], owner, op, s.now);
-                            a
-                        }
+                        Delivery::Repeated => run(self, &mut s.nodes[i], owner, op, s.now),
                     }
                 } else {
                     Answer::Failed
@@ -795,15 +795,14 @@ impl Model for MutexModel {
                 self.decide(&mut s, c);
             }
             Action::Timeout(c, i) => {
-                let (c, i8) = (usize::from(c), i);
-                let i = usize::from(i8);
+                let owner = self.owner(&s, usize::from(c));
+                let (c, node) = (usize::from(c), i);
+                let i = usize::from(node);
                 let Wire::Sent(op) = s.clients[c].wires[i] else {
                     return None;
                 };
                 s.faults += 1;
-                let owner = self.owner(&s, c);
-                s.late.push((i8, owner, op));
-                s.late.sort_unstable();
+                s.late.push((node, owner, op));
                 s.clients[c].wires[i] = Wire::Idle;
                 s.clients[c].answers[i] = Some(Answer::Failed);
                 self.decide(&mut s, c);
@@ -829,15 +828,7 @@ impl Model for MutexModel {
                 };
                 self.send(&mut s, c, Op::Extend, 0..self.nodes);
             }
-            Action::Release(c) => {
-                let c = usize::from(c);
-                let owner = self.owner(&s, c);
-                for i in 0..self.nodes {
-                    s.late.push((idx(i), owner, Op::Release));
-                }
-                s.late.sort_unstable();
-                s.clients[c].phase = Phase::Idle;
-            }
+            Action::Release(c) => self.release_everywhere(&mut s, usize::from(c)),
             Action::Crash(i) => {
                 s.faults += 1;
                 let node = &mut s.nodes[usize::from(i)];
@@ -851,6 +842,8 @@ impl Model for MutexModel {
             }
             Action::Restart(i) => s.nodes[usize::from(i)].up = true,
         }
+        // One order for the late calls, whatever order they were added in.
+        s.late.sort_unstable();
         self.prune_late(&mut s);
         Some(if self.canonical { by_nodes(&s) } else { s })
     }
@@ -916,6 +909,11 @@ mod tests {
     /// Depth of the five-node run.
     const FIVE_NODES_DEPTH: usize = 14;
 
+    /// Fails unless the checker finds a counterexample to `property` in `m`.
+    fn caught(m: MutexModel, property: &'static str) {
+        assert_caught(m.readable(), SHALLOW, by_nodes, property);
+    }
+
     /// A mutated model, without extensions unless the mutation is about them: the
     /// search for its counterexample then stays small.
     fn mutated(f: impl FnOnce(&mut Mutations)) -> MutexModel {
@@ -977,12 +975,7 @@ mod tests {
         let mut m = rwlock();
         m.extends = 0;
         m.mutations.reader_ignores_writer = true;
-        assert_caught(
-            m.readable(),
-            SHALLOW,
-            by_nodes,
-            "no reader valid with a writer",
-        );
+        caught(m, "no reader valid with a writer");
     }
 
     #[test]
@@ -991,12 +984,7 @@ mod tests {
         let mut m = rwlock();
         m.extends = 0;
         m.mutations.writer_ignores_readers = true;
-        assert_caught(
-            m.readable(),
-            SHALLOW,
-            by_nodes,
-            "no reader valid with a writer",
-        );
+        caught(m, "no reader valid with a writer");
     }
 
     #[test]
@@ -1004,27 +992,22 @@ mod tests {
     fn without_persistence_a_restarted_node_breaks_both_promises() {
         let mut m = MutexModel::new(3);
         m.persistent = false;
-        assert_caught(
-            m.clone().readable(),
-            SHALLOW,
-            by_nodes,
-            "tokens strictly increase",
-        );
-        assert_caught(m.readable(), SHALLOW, by_nodes, "at most one valid holder");
+        caught(m.clone(), "tokens strictly increase");
+        caught(m, "at most one valid holder");
     }
 
     #[test]
     #[ignore = "model check: scripts/models.sh runs it in release"]
     fn without_the_commit_round_tokens_go_backwards() {
         let m = mutated(|m| m.skip_commit = true);
-        assert_caught(m.readable(), SHALLOW, by_nodes, "tokens strictly increase");
+        caught(m, "tokens strictly increase");
     }
 
     #[test]
     #[ignore = "model check: scripts/models.sh runs it in release"]
     fn an_extension_without_owner_check_makes_two_holders() {
         let m = mutated(|m| m.extend_without_owner_check = true);
-        assert_caught(m.readable(), SHALLOW, by_nodes, "at most one valid holder");
+        caught(m, "at most one valid holder");
     }
 
     #[test]
@@ -1034,13 +1017,13 @@ mod tests {
         // attempt then takes a majority while the holder is valid.
         let mut m = mutated(|m| m.release_without_owner_check = true);
         m.attempts = 2;
-        assert_caught(m.readable(), SHALLOW, by_nodes, "at most one valid holder");
+        caught(m, "at most one valid holder");
     }
 
     #[test]
     #[ignore = "model check: scripts/models.sh runs it in release"]
     fn validity_counted_from_the_decision_makes_two_holders() {
         let m = mutated(|m| m.validity_from_decision = true);
-        assert_caught(m.readable(), SHALLOW, by_nodes, "at most one valid holder");
+        caught(m, "at most one valid holder");
     }
 }
