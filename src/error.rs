@@ -539,6 +539,14 @@ pub enum ConfigError {
         /// The longest accepted interval.
         max: Duration,
     },
+    /// A semaphore's permit count is zero or beyond the supported bound.
+    #[error("permits of {value} is out of range: a semaphore has 1 to {max} permits")]
+    Permits {
+        /// The count given.
+        value: usize,
+        /// The largest accepted.
+        max: usize,
+    },
     /// The jitter is larger than the retry delay it varies.
     #[error("retry_jitter {jitter:?} is larger than retry_delay {delay:?}")]
     Jitter {

@@ -2,7 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
-// Dependencies point one way: mutex (a primitive) → client → lease → core → node →
+// Dependencies point one way: mutex and semaphore (the primitives) → client → lease → core → node →
 // scripts; error, clock and fence are leaves; ops and testkit sit on top.
 mod client;
 mod clock;
@@ -17,6 +17,7 @@ mod mutex;
 mod node;
 mod ops;
 mod scripts;
+mod semaphore;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
@@ -37,3 +38,4 @@ pub use interface::{
 pub use lease::LockState;
 pub use mutex::{AcquireOptions, LockGuard, MAX_RESOURCE_LEN};
 pub use ops::{LockStatus, NodeCheck, NodeLock, NodeView, NodeWarning};
+pub use semaphore::{MAX_PERMITS, Permit, Semaphore};

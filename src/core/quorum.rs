@@ -180,13 +180,6 @@ pub(crate) fn commit_decided(n: usize, at_token: usize, round: &Tally) -> Option
 /// one can: each node grants one, and two quorums would need more than `n` nodes);
 /// pending while any candidate could still get one; otherwise failed when failed nodes
 /// kept some candidate from a quorum, refused when answers alone ruled every one out.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the semaphore's grant round (issue 13) is its first caller; the model checks it now"
-    )
-)]
 pub(crate) fn split_decision(
     n: usize,
     granted: &[usize],

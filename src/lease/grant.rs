@@ -5,14 +5,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::stream::StreamExt;
 
 use super::{Lease, LeaseParts};
 use crate::clock;
-use crate::core::quorum::{self, Decision, TokenPlan, Vote};
-use crate::core::{NodeCalls, Nodes, ReleaseLedger, decided, no_quorum, run_round};
+use crate::core::quorum::{self, Decision, Tally, TokenPlan, Vote};
+use crate::core::{NodeCalls, Nodes, ReleaseLedger, no_quorum, run_round};
 use crate::error::{Error, NodeError, Step};
 use crate::fence::FencingToken;
 use crate::node::{Announce, Node};
@@ -33,7 +34,6 @@ pub(crate) struct Claim {
     /// The node's index.
     pub(crate) i: usize,
     pub(crate) node: Arc<Node>,
-    pub(crate) keys: Arc<Keys>,
     pub(crate) owner: Arc<str>,
     /// The lease to set, in whole milliseconds.
     pub(crate) ttl_ms: u64,
@@ -49,20 +49,51 @@ impl Claim {
     }
 }
 
-/// One attempt to lease `keys`: `claim` on every node at once, decided at a quorum (a
-/// node answers `Some(counter)` for a grant, `None` for a refusal), the token committed,
-/// the validity checked; everything taken is released on any way out without a lease
-/// (an error, `Ok(None)`, or the caller dropping this future mid-round).
+/// One node's grant: which of the attempt's candidates it gave (an index into them; the
+/// mutex has one candidate, a semaphore one per slot) and the candidate's fence counter,
+/// incremented while the key was ours there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Granted {
+    pub(crate) candidate: usize,
+    pub(crate) counter: u64,
+}
+
+impl Granted {
+    /// The grant of a primitive with one candidate.
+    pub(crate) fn only(counter: u64) -> Self {
+        Self {
+            candidate: 0,
+            counter,
+        }
+    }
+}
+
+/// A won attempt: which candidate, and its lease.
+pub(crate) struct Won {
+    pub(crate) candidate: usize,
+    pub(crate) lease: Arc<Lease>,
+}
+
+type Answer = Result<Option<Granted>, NodeError>;
+
+/// One attempt to lease one of `candidates` (each a set of keys; every node grants at
+/// most one of them, per `claim`): `claim` on every node at once, decided at a quorum for
+/// one candidate ([`quorum::split_decision`]), the token committed, the validity checked.
+/// Everything taken is released on any way out without a lease (an error, `Ok(None)`, or
+/// the caller dropping this future mid-round), and the candidates not won are released
+/// when one is. `resource` names the attempt in errors; `lease_name` names the lease of
+/// the candidate won.
 pub(crate) async fn acquire<F, Fut>(
     nodes: &Nodes,
     resource: &str,
-    keys: &Arc<Keys>,
+    candidates: &[Arc<Keys>],
     terms: Terms,
+    lease_name: impl FnOnce(usize) -> String,
     claim: F,
-) -> Result<Option<Arc<Lease>>, Error>
+) -> Result<Option<Won>, Error>
 where
     F: Fn(Claim) -> Fut,
-    Fut: Future<Output = Result<Option<u64>, NodeError>> + Send + 'static,
+    Fut: Future<Output = Answer> + Send + 'static,
 {
     let ttl = terms.ttl;
     let n = nodes.len();
@@ -74,10 +105,10 @@ where
     let ledger = Arc::new(ReleaseLedger::new(n, terms.node_timeout * 2));
     let mut cleanup = Cleanup {
         nodes,
-        keys,
+        candidates,
         owner: &owner,
         ledger: &ledger,
-        may_hold: (0..n).collect(),
+        may_hold: None,
         done: false,
     };
     let start = clock::now();
@@ -89,43 +120,66 @@ where
             claim(Claim {
                 i,
                 node: Arc::clone(node),
-                keys: Arc::clone(keys),
                 owner: owner.clone(),
                 ttl_ms,
                 ledger: Arc::clone(&ledger),
             }),
         );
     }
-    let (round, pending) = run_round(calls, n, grant_vote, decided, None).await;
-    finish_stragglers(nodes, pending, keys, &owner, &ledger);
+    // Grants per candidate, counted as the answers come in.
+    let granted: Box<[AtomicUsize]> = candidates.iter().map(|_| AtomicUsize::new(0)).collect();
+    let vote = |r: &Answer| match r {
+        Ok(Some(g)) => match granted.get(g.candidate) {
+            Some(count) => {
+                count.fetch_add(1, Ordering::Relaxed);
+                Vote::Yes
+            }
+            // Not one of ours: the node misbehaves (never seen; `claim` checks its reply).
+            None => Vote::Failed,
+        },
+        Ok(None) => Vote::No,
+        Err(_) => Vote::Failed,
+    };
+    let split = |t: &Tally| {
+        let counts: Vec<usize> = granted.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        quorum::split_decision(n, &counts, t.no, t.failed)
+    };
+    let (round, pending) =
+        run_round(calls, n, vote, |t| split(t).0 != Decision::Pending, None).await;
+    let (decision, won) = split(&round.tally);
+    let won = won.filter(|_| decision == Decision::Won);
+    finish_stragglers(nodes, pending, candidates, won, &owner, &ledger);
     // A failed attempt releases every node that did not plainly refuse: grants, errors
-    // (a timed-out call may still run), and calls still in flight, which may have
-    // granted by now. Stragglers that grant later are released by the task above.
-    cleanup.may_hold.retain(|i| {
-        !round
-            .answers
-            .iter()
-            .any(|(j, r)| j == i && matches!(r, Ok(None)))
-    });
+    // (a timed-out call may still run, and may grant any candidate), and calls still in
+    // flight, which may have granted by now. Stragglers that grant later are released by
+    // the task above.
+    cleanup.may_hold = Some(
+        (0..n)
+            .filter_map(|i| match round.answers.iter().find(|(j, _)| *j == i) {
+                Some((_, Ok(None))) => None,
+                Some((_, Ok(Some(g)))) => Some((i, Some(g.candidate))),
+                Some((_, Err(_))) | None => Some((i, None)),
+            })
+            .collect(),
+    );
 
-    match round.tally.decision() {
-        Decision::Won => {}
-        Decision::Refused => return Ok(None),
-        Decision::Failed | Decision::Pending => {
-            return Err(no_quorum(resource, Step::Acquire, &round, n));
-        }
-    }
+    let won = match (decision, won) {
+        (Decision::Won, Some(c)) => c,
+        (Decision::Refused, _) => return Ok(None),
+        _ => return Err(no_quorum(resource, Step::Acquire, &round, n)),
+    };
     let grants: Vec<(usize, u64)> = round
         .answers
         .iter()
         .filter_map(|(i, r)| match r {
-            Ok(Some(v)) => Some((*i, *v)),
+            Ok(Some(g)) if g.candidate == won => Some((*i, g.counter)),
             _ => None,
         })
         .collect();
     let Some(plan) = TokenPlan::new(&grants) else {
         return Err(no_quorum(resource, Step::Acquire, &round, n));
     };
+    let keys = &candidates[won];
     commit(nodes, resource, keys, &owner, &plan).await?;
 
     // Validity counts from before the first command was sent, and is recomputed after
@@ -140,17 +194,21 @@ where
         });
     }
     cleanup.done = true;
-    Ok(Some(Arc::new(Lease::new(LeaseParts {
-        nodes: nodes.clone(),
-        resource: resource.to_owned(),
-        keys: Arc::clone(keys),
-        owner: owner.clone(),
-        token: FencingToken::new(plan.token),
-        ttl,
-        acquired_at: start,
-        deadline: start + (ttl - drift),
-        ledger: Arc::clone(&ledger),
-    }))))
+    cleanup.release_losers(won);
+    Ok(Some(Won {
+        candidate: won,
+        lease: Arc::new(Lease::new(LeaseParts {
+            nodes: nodes.clone(),
+            resource: lease_name(won),
+            keys: Arc::clone(keys),
+            owner: owner.clone(),
+            token: FencingToken::new(plan.token),
+            ttl,
+            acquired_at: start,
+            deadline: start + (ttl - drift),
+            ledger: Arc::clone(&ledger),
+        })),
+    }))
 }
 
 /// Makes the token durable on a majority before anyone sees it.
@@ -216,38 +274,50 @@ async fn commit(
 /// Grant calls still in flight when the attempt was decided finish in the background.
 /// One that granted (or may have: a timed-out call can still run when a paused node
 /// resumes) after the owner ended is released again on its node, unless the owner's
-/// release there deleted the key, which proves the grant came first. A release sent now
-/// follows the grant on the same connection.
+/// release there deleted the key, which proves the grant came first. A grant of a
+/// candidate other than the one won is released at once: it was never the lease's. A
+/// release sent now follows the grant on the same connection.
 fn finish_stragglers(
     nodes: &Nodes,
-    pending: NodeCalls<Option<u64>>,
-    keys: &Arc<Keys>,
+    pending: NodeCalls<Option<Granted>>,
+    candidates: &[Arc<Keys>],
+    won: Option<usize>,
     owner: &Arc<str>,
     ledger: &Arc<ReleaseLedger>,
 ) {
     if pending.is_empty() {
         return;
     }
-    let (all, keys, owner, ledger) = (
+    let (all, candidates, owner, ledger) = (
         nodes.clone(),
-        Arc::clone(keys),
+        Arc::<[Arc<Keys>]>::from(candidates),
         owner.clone(),
         Arc::clone(ledger),
     );
     nodes
         .background()
         .spawn(pending.for_each_concurrent(None, move |(i, r)| {
-            let (node, keys, owner, ledger) = (
+            let (node, candidates, owner, ledger) = (
                 Arc::clone(&all[i]),
-                Arc::clone(&keys),
+                Arc::clone(&candidates),
                 owner.clone(),
                 Arc::clone(&ledger),
             );
             async move {
-                if matches!(r, Ok(None)) || !ledger.has_ended() || ledger.deleted(i).await {
-                    return;
+                let may_hold: Vec<usize> = match r {
+                    Ok(None) => return,
+                    Ok(Some(g)) => vec![g.candidate],
+                    Err(_) => (0..candidates.len()).collect(),
+                };
+                for c in may_hold {
+                    let Some(keys) = candidates.get(c) else {
+                        continue;
+                    };
+                    let not_won = won.is_some_and(|w| w != c);
+                    if not_won || (ledger.has_ended() && !ledger.deleted(i).await) {
+                        let _ = node.release(keys, &owner, Announce::Quietly).await;
+                    }
                 }
-                let _ = node.release(&keys, &owner, Announce::Quietly).await;
             }
         }));
 }
@@ -257,13 +327,54 @@ fn finish_stragglers(
 /// grant; the release follows them on the same connections).
 struct Cleanup<'a> {
     nodes: &'a Nodes,
-    keys: &'a Arc<Keys>,
+    candidates: &'a [Arc<Keys>],
     owner: &'a Arc<str>,
     ledger: &'a Arc<ReleaseLedger>,
-    /// Nodes that may hold the key.
-    may_hold: Vec<usize>,
+    /// Nodes that may hold a key, and which candidate's (`None`: any); `None` until the
+    /// round is decided (every node may hold any).
+    may_hold: Option<Vec<(usize, Option<usize>)>>,
     /// A lease took over.
     done: bool,
+}
+
+impl Cleanup<'_> {
+    /// The nodes that may hold candidate `c`.
+    fn holding(&self, c: usize, except: Option<usize>) -> Vec<usize> {
+        if Some(c) == except {
+            return Vec::new();
+        }
+        match &self.may_hold {
+            None => (0..self.nodes.len()).collect(),
+            Some(may_hold) => may_hold
+                .iter()
+                .filter(|(_, held)| held.is_none_or(|h| h == c))
+                .map(|(i, _)| *i)
+                .collect(),
+        }
+    }
+
+    /// After candidate `won` became the lease: the other candidates' keys go, outside the
+    /// lease's ledger (it accounts for the won keys only).
+    fn release_losers(&self, won: usize) {
+        for (c, keys) in self.candidates.iter().enumerate() {
+            let holding = self.holding(c, Some(won));
+            if holding.is_empty() {
+                continue;
+            }
+            let mut calls = NodeCalls::with_capacity(holding.len());
+            for i in holding {
+                let (node, keys, owner) = (
+                    Arc::clone(&self.nodes[i]),
+                    Arc::clone(keys),
+                    self.owner.clone(),
+                );
+                calls.push(i, async move {
+                    node.release(&keys, &owner, Announce::Quietly).await
+                });
+            }
+            self.nodes.background().finish(calls);
+        }
+    }
 }
 
 impl Drop for Cleanup<'_> {
@@ -274,21 +385,15 @@ impl Drop for Cleanup<'_> {
         self.ledger.end();
         // Without a runtime (it is shutting down) the keys expire with their TTL.
         if tokio::runtime::Handle::try_current().is_ok() {
-            self.nodes.release_in_background(
-                &self.may_hold,
-                self.keys,
-                self.owner,
-                Announce::Quietly,
-                Arc::clone(self.ledger),
-            );
+            for (c, keys) in self.candidates.iter().enumerate() {
+                self.nodes.release_in_background(
+                    &self.holding(c, None),
+                    keys,
+                    self.owner,
+                    Announce::Quietly,
+                    Arc::clone(self.ledger),
+                );
+            }
         }
-    }
-}
-
-fn grant_vote(r: &Result<Option<u64>, NodeError>) -> Vote {
-    match r {
-        Ok(Some(_)) => Vote::Yes,
-        Ok(None) => Vote::No,
-        Err(_) => Vote::Failed,
     }
 }

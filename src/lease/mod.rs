@@ -11,6 +11,7 @@ use tokio::sync::watch;
 pub(crate) mod grant;
 mod handle;
 mod state;
+pub(crate) mod wait;
 pub(crate) mod watchdog;
 
 pub(crate) use handle::LeaseHandle;

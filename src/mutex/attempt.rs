@@ -8,7 +8,7 @@ use super::{AcquirePlan, LockGuard};
 use crate::client::Client;
 use crate::error::Error;
 use crate::lease::LeaseHandle;
-use crate::lease::grant::{self, Terms};
+use crate::lease::grant::{self, Granted, Terms, Won};
 use crate::lease::watchdog::WatchdogTask;
 use crate::scripts::Keys;
 
@@ -27,12 +27,18 @@ impl Client {
             min_validity: s.min_validity,
             node_timeout: s.node_timeout,
         };
-        let lease = grant::acquire(self.nodes(), resource, keys, terms, |c| async move {
-            let on_repeat = c.on_repeat();
-            c.node.acquire(&c.keys, &c.owner, c.ttl_ms, on_repeat).await
+        let candidates = std::slice::from_ref(keys);
+        let name = |_| resource.to_owned();
+        let won = grant::acquire(self.nodes(), resource, candidates, terms, name, |c| {
+            let keys = Arc::clone(keys);
+            async move {
+                let on_repeat = c.on_repeat();
+                let counter = c.node.acquire(&keys, &c.owner, c.ttl_ms, on_repeat).await?;
+                Ok(counter.map(Granted::only))
+            }
         })
         .await?;
-        Ok(lease.map(|lease| {
+        Ok(won.map(|Won { lease, .. }| {
             let watchdog = plan
                 .watchdog
                 .map(|w| WatchdogTask::start(&lease, w, self.watchdog_count()));

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 use crate::client::MAX_TTL;
 use crate::error::{ConfigError, Error, LossReason};
 use crate::fence::FencingToken;
+use crate::lease::wait::Held;
 use crate::lease::{LeaseHandle, LockState};
 
 /// A held lock. Pass [`token`](Self::token) to every write it protects, stop before
@@ -29,6 +30,16 @@ impl std::fmt::Debug for LockGuard {
             .field("state", &self.0.summary())
             .field("watchdog", &self.has_watchdog())
             .finish()
+    }
+}
+
+impl Held for LockGuard {
+    fn lease(&self) -> &LeaseHandle {
+        &self.0
+    }
+
+    fn into_lease(self) -> LeaseHandle {
+        self.0
     }
 }
 

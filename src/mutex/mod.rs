@@ -3,9 +3,7 @@
 //! scoped runner ([`Client::run`]) and the [`LockGuard`].
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use rand::RngExt;
+use std::time::Duration;
 
 mod attempt;
 mod guard;
@@ -14,7 +12,8 @@ pub use guard::LockGuard;
 pub(crate) use guard::check_extension;
 
 use crate::client::{Client, Watchdog};
-use crate::error::{Error, LossReason};
+use crate::error::Error;
+use crate::lease::wait::{self, Waiting};
 use crate::lease::watchdog;
 use crate::scripts::Keys;
 
@@ -167,53 +166,16 @@ impl Client {
         check_resource(resource)?;
         let s = &self.settings();
         let plan = self.plan(&options, s.watchdog)?;
-        let wait = options.wait.unwrap_or(s.wait);
         let keys = Arc::new(Keys::new(&s.prefix, resource));
-        let start = Instant::now();
-        // Woken by any node announcing a release of this resource; the jittered retry
-        // delay runs alongside for expiries, lost messages and nodes without pub/sub.
-        let mut releases = self.wakeups().watch(&keys.released);
-        // This client's waiters of the resource go one at a time, in arrival order.
-        let Ok(_turn) = tokio::time::timeout(wait, releases.turn()).await else {
-            return Err(Error::WaitTimeout {
-                resource: resource.to_owned(),
-                waited: start.elapsed(),
-                attempts: 0,
-                last_error: None,
-            });
+        let waiting = Waiting {
+            wakeups: self.wakeups(),
+            channel: &keys.released,
+            resource,
+            wait: options.wait.unwrap_or(s.wait),
+            retry_delay: s.retry_delay,
+            retry_jitter: s.retry_jitter,
         };
-        let mut attempts = 0;
-        let last_error = loop {
-            attempts += 1;
-            releases.mark();
-            let last = match self.attempt(resource, &keys, &plan).await {
-                Ok(Some(guard)) => return Ok(guard),
-                Ok(None) => None,
-                Err(e) if retryable(&e) => Some(e),
-                Err(e) => return Err(e),
-            };
-            let Some(left) = wait.checked_sub(start.elapsed()).filter(|l| !l.is_zero()) else {
-                break last;
-            };
-            // Subscribed only now that there is something to wait for; a release before
-            // the subscription is in place is covered by the wake-up that follows it.
-            releases.listen();
-            let pause = jittered(s.retry_delay, s.retry_jitter).min(left);
-            // No sleep after a wake-up: tokio's timers tick in milliseconds, so even a
-            // sub-millisecond spread would cost a whole tick. The client's own waiters
-            // already take turns (one attempt per release); a split vote with another
-            // client falls back to the jittered delay above.
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = releases.released() => {}
-            }
-        };
-        Err(Error::WaitTimeout {
-            resource: resource.to_owned(),
-            waited: start.elapsed(),
-            attempts,
-            last_error: last_error.map(Box::new),
-        })
+        wait::until_won(waiting, || self.attempt(resource, &keys, &plan)).await
     }
 
     /// Runs `work` under the lock: acquires `resource` (waiting as
@@ -262,44 +224,11 @@ impl Client {
         let guard = self
             .acquire_with(resource, options.watchdog(Watchdog::On))
             .await?;
-        let outcome = {
-            let work = work(&guard);
-            tokio::select! {
-                // On a tie the loss wins: never report success for work that overran.
-                biased;
-                reason = guard.lost() => Err(reason),
-                value = work => Ok(value),
-            }
-        };
-        // `work` is dropped by now, so nothing of it runs after the release.
-        let lost = |reason| Error::Lost {
-            resource: resource.to_owned(),
-            reason,
-        };
-        // Work that finished past the deadline (a runtime too busy for the watchdog to run,
-        // or work that blocked inside a poll) overran the lock, whatever release says.
-        let outcome = match outcome {
-            Ok(_) if guard.validity().is_zero() => Err(LossReason::ValidityElapsed),
-            other => other,
-        };
-        match outcome {
-            Ok(value) => match guard.release().await {
-                // Release failures leave keys to expire; the watchdog had proven the lock
-                // held until the work finished, so the value stands.
-                Ok(true) | Err(_) => Ok(value),
-                Ok(false) => Err(lost(LossReason::NotOwner {
-                    nodes: self.nodes().len() + 1 - self.quorum(),
-                })),
-            },
-            Err(reason) => {
-                // Best effort: the keys expire anyway.
-                let _ = guard.release().await;
-                Err(lost(reason))
-            }
-        }
+        let not_owner = self.nodes().len() + 1 - self.quorum();
+        wait::scoped(guard, not_owner, work).await
     }
 
-    fn plan(
+    pub(crate) fn plan(
         &self,
         options: &AcquireOptions,
         watchdog_default: Watchdog,
@@ -315,38 +244,6 @@ impl Client {
         };
         Ok(AcquirePlan { ttl, watchdog })
     }
-}
-
-/// Whether `acquire` should try again after this error.
-///
-/// A lasting error (a read-only or misconfigured node, a permission, a key of the wrong
-/// type) ends the wait only when the nodes failing that way are enough, on their own, to
-/// rule out a quorum. One such node among three is no reason to stop: the round it helped
-/// lose may have been lost to another owner's key as well, and the other two nodes grant
-/// once that key is gone.
-fn retryable(e: &Error) -> bool {
-    match e {
-        Error::NoQuorum {
-            errors,
-            nodes,
-            quorum,
-            ..
-        } => {
-            let lasting = errors.iter().filter(|e| !e.kind().is_transient()).count();
-            lasting <= nodes - quorum
-        }
-        Error::NoValidity { .. } => true,
-        _ => false,
-    }
-}
-
-fn jittered(delay: Duration, jitter: Duration) -> Duration {
-    if jitter.is_zero() {
-        return delay;
-    }
-    let j = u64::try_from(jitter.as_micros()).unwrap_or(u64::MAX);
-    let spread = rand::rng().random_range(0..=2 * j);
-    (delay + Duration::from_micros(spread)).saturating_sub(jitter)
 }
 
 pub(crate) fn check_resource(name: &str) -> Result<(), Error> {
@@ -366,49 +263,6 @@ pub(crate) fn check_resource(name: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::quorum;
-
-    #[test]
-    fn jitter_stays_within_bounds() {
-        let (d, j) = (Duration::from_millis(100), Duration::from_millis(50));
-        for _ in 0..1000 {
-            let x = jittered(d, j);
-            assert!(x >= d - j && x <= d + j, "{x:?}");
-        }
-    }
-
-    /// Lasting errors end the wait only when they alone rule out a quorum; transient
-    /// ones never do.
-    #[test]
-    fn lasting_errors_end_the_wait_only_when_they_rule_out_a_quorum() {
-        use crate::error::{NodeError, NodeErrorKind, Step};
-        for n in 1..=9usize {
-            let q = quorum::quorum(n);
-            for lasting in 0..=n {
-                for transient in 0..=n - lasting {
-                    let kinds = std::iter::repeat_n(NodeErrorKind::WrongType, lasting)
-                        .chain(std::iter::repeat_n(NodeErrorKind::Timeout, transient));
-                    let errors = kinds
-                        .enumerate()
-                        .map(|(i, k)| {
-                            NodeError::new(&format!("n{i}"), Step::Acquire, k, "x".into())
-                        })
-                        .collect();
-                    let e = Error::NoQuorum {
-                        resource: "r".into(),
-                        step: Step::Acquire,
-                        granted: 0,
-                        refused: 0,
-                        failed: lasting + transient,
-                        quorum: q,
-                        nodes: n,
-                        errors,
-                    };
-                    assert_eq!(retryable(&e), lasting + q <= n, "n {n}, lasting {lasting}");
-                }
-            }
-        }
-    }
 
     #[test]
     fn resource_names_are_checked() {

@@ -10,7 +10,7 @@ use redis::{Cmd, Pipeline, RedisError, Script, ServerError, Value};
 use super::{Node, Request};
 use crate::clock;
 use crate::error::{NodeError, NodeErrorKind, Step};
-use crate::scripts::{COMMIT, EXTEND, INSPECT, Keys, RELEASE};
+use crate::scripts::{COMMIT, EXTEND, GRANT_SLOT, INSPECT, Keys, RELEASE};
 
 /// Whether a release is announced to waiters on the resource's release channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +116,54 @@ impl Node {
         // that did not plainly refuse when it fails, and its guard releases every node when
         // it wins. (Rare: a user's key under the counter's name, or a counter at its end.)
         Err(err)
+    }
+
+    /// A semaphore's grant: `Some((candidate, counter))` for the first free slot among
+    /// `slots` (in the client's order; `candidate` indexes `slots`), `None` when all are
+    /// taken. Each slot is a mutex, and the script gives it the same pipeline of
+    /// [`acquire`](Self::acquire) (`SET NX` then `INCR` while the key is ours), so the
+    /// token argument is the mutex's, per slot. A repeat on a new connection that finds
+    /// one slot already ours answers that slot (see `grant_slot.lua`).
+    pub(crate) async fn grant_slot(
+        self: &Arc<Self>,
+        slots: &[Arc<Keys>],
+        owner: &str,
+        ttl_ms: u64,
+        on_repeat: impl Fn(),
+    ) -> Result<Option<(usize, u64)>, NodeError> {
+        let step = Step::Acquire;
+        let keys: Vec<&str> = slots
+            .iter()
+            .map(|k| k.lock.as_str())
+            .chain(slots.iter().map(|k| k.fence.as_str()))
+            .collect();
+        let request = evalsha(&GRANT_SLOT, &keys, |c| {
+            c.arg(owner).arg(ttl_ms);
+        });
+        let v = self.call_repeating(step, request, on_repeat).await?;
+        let granted = match &v {
+            Value::Nil | Value::Boolean(false) => return Ok(None),
+            Value::Array(pair) => match pair.as_slice() {
+                [Value::Int(position), counter] => usize::try_from(*position)
+                    .ok()
+                    .and_then(|p| p.checked_sub(1))
+                    .filter(|&c| c < slots.len())
+                    .zip(self.counter(counter)),
+                _ => None,
+            },
+            _ => None,
+        };
+        match granted {
+            Some((c, counter)) if counter >= 1 => Ok(Some((c, counter))),
+            // As in `acquire`, a grant without a usable token is not undone here.
+            Some((c, _)) => Err(NodeError::new(
+                &self.name,
+                step,
+                NodeErrorKind::Server,
+                format!("fence counter {} is not positive", slots[c].fence),
+            )),
+            None => Err(self.bad_reply(step, &v)),
+        }
     }
 
     /// The error for a `SET` the node rejected, with a hint where the reason is known.

@@ -18,6 +18,10 @@ pub(crate) static EXTEND: LazyLock<Script> =
 pub(crate) static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("release.lua")));
 
+/// A semaphore's grant: the first free slot in the client's order, with its counter.
+pub(crate) static GRANT_SLOT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("grant_slot.lua")));
+
 /// Read-only: owner, remaining TTL and counter of one resource.
 pub(crate) static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("inspect.lua")));
@@ -46,6 +50,21 @@ impl Keys {
             lock: format!("{prefix}:{{{tag}}}:lock"),
             fence: format!("{prefix}:{{{tag}}}:fence"),
             released: format!("{prefix}:{{{tag}}}:released"),
+        }
+    }
+}
+
+impl Keys {
+    /// Slot `slot` of the semaphore `name`: `P:{R}:permit:S` and `P:{R}:permit:S:fence`,
+    /// each slot a mutex with its own counter. Every slot shares the release channel
+    /// `P:{R}:permits:released`, so any release wakes every waiter. The keys are apart
+    /// from a mutex of the same name.
+    pub(crate) fn slot(prefix: &str, name: &str, slot: usize) -> Self {
+        let tag = hash_tag(name);
+        Self {
+            lock: format!("{prefix}:{{{tag}}}:permit:{slot}"),
+            fence: format!("{prefix}:{{{tag}}}:permit:{slot}:fence"),
+            released: format!("{prefix}:{{{tag}}}:permits:released"),
         }
     }
 }
@@ -83,6 +102,10 @@ mod tests {
         let k = Keys::new("redfence", "orders:42");
         assert_eq!(k.lock, "redfence:{orders:42}:lock");
         assert_eq!(k.fence, "redfence:{orders:42}:fence");
+        let s = Keys::slot("redfence", "orders:42", 3);
+        assert_eq!(s.lock, "redfence:{orders:42}:permit:3");
+        assert_eq!(s.fence, "redfence:{orders:42}:permit:3:fence");
+        assert_eq!(s.released, "redfence:{orders:42}:permits:released");
     }
 
     proptest! {

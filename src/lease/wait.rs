@@ -1,0 +1,216 @@
+//! Waiting for a lease, for every primitive: attempts repeated until one wins or the wait
+//! runs out, woken by release announcements, with a jittered delay between attempts for
+//! expiries, lost messages and nodes without pub/sub; and the scoped run, which holds a
+//! lease only for as long as a piece of work runs.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::LeaseHandle;
+use crate::core::wakeup::Wakeups;
+use crate::error::{Error, LossReason};
+
+/// What a wait needs of its client.
+pub(crate) struct Waiting<'a> {
+    pub(crate) wakeups: &'a Arc<Wakeups>,
+    /// The channel on which the nodes announce releases of what is waited for.
+    pub(crate) channel: &'a str,
+    /// For errors: what is waited for.
+    pub(crate) resource: &'a str,
+    pub(crate) wait: Duration,
+    pub(crate) retry_delay: Duration,
+    pub(crate) retry_jitter: Duration,
+}
+
+/// Runs `attempt` until it wins (`Ok(Some)`), fails for a lasting reason, or the wait
+/// runs out ([`Error::WaitTimeout`], with the last attempt's error).
+pub(crate) async fn until_won<G, Fut>(
+    w: Waiting<'_>,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<G, Error>
+where
+    Fut: Future<Output = Result<Option<G>, Error>>,
+{
+    let start = Instant::now();
+    // Woken by any node announcing a release; the jittered retry delay runs alongside.
+    let mut releases = w.wakeups.watch(w.channel);
+    // This client's waiters of the same thing go one at a time, in arrival order.
+    let Ok(_turn) = tokio::time::timeout(w.wait, releases.turn()).await else {
+        return Err(Error::WaitTimeout {
+            resource: w.resource.to_owned(),
+            waited: start.elapsed(),
+            attempts: 0,
+            last_error: None,
+        });
+    };
+    let mut attempts = 0;
+    let last_error = loop {
+        attempts += 1;
+        releases.mark();
+        let last = match attempt().await {
+            Ok(Some(won)) => return Ok(won),
+            Ok(None) => None,
+            Err(e) if retryable(&e) => Some(e),
+            Err(e) => return Err(e),
+        };
+        let Some(left) = w.wait.checked_sub(start.elapsed()).filter(|l| !l.is_zero()) else {
+            break last;
+        };
+        // Subscribed only now that there is something to wait for; a release before the
+        // subscription is in place is covered by the wake-up that follows it.
+        releases.listen();
+        let pause = jittered(w.retry_delay, w.retry_jitter).min(left);
+        // No sleep after a wake-up: tokio's timers tick in milliseconds, so even a
+        // sub-millisecond spread would cost a whole tick. The client's own waiters already
+        // take turns (one attempt per release); a split vote with another client falls
+        // back to the jittered delay above.
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = releases.released() => {}
+        }
+    };
+    Err(Error::WaitTimeout {
+        resource: w.resource.to_owned(),
+        waited: start.elapsed(),
+        attempts,
+        last_error: last_error.map(Box::new),
+    })
+}
+
+/// A primitive's handle on a held lease.
+pub(crate) trait Held: Sized {
+    fn lease(&self) -> &LeaseHandle;
+    fn into_lease(self) -> LeaseHandle;
+}
+
+/// Runs `work` while `held` lasts, then releases it. If the lease is lost first, `work`
+/// is cancelled (dropped at its current `.await`) and the loss is returned. `not_owner`
+/// is the count reported when the release finds the lease already gone: the fewest nodes
+/// that can say so.
+pub(crate) async fn scoped<H: Held, T>(
+    held: H,
+    not_owner: usize,
+    work: impl AsyncFnOnce(&H) -> T,
+) -> Result<T, Error> {
+    let outcome = {
+        let work = work(&held);
+        tokio::select! {
+            // On a tie the loss wins: never report success for work that overran.
+            biased;
+            reason = held.lease().lost() => Err(reason),
+            value = work => Ok(value),
+        }
+    };
+    // `work` is dropped by now, so nothing of it runs after the release.
+    let lease = held.into_lease();
+    let lost = |reason| Error::Lost {
+        resource: lease.resource().to_owned(),
+        reason,
+    };
+    // Work that finished past the deadline (a runtime too busy for the watchdog to run, or
+    // work that blocked inside a poll) overran the lease, whatever release says.
+    let outcome = match outcome {
+        Ok(_) if lease.validity().is_zero() => Err(LossReason::ValidityElapsed),
+        other => other,
+    };
+    match outcome {
+        Ok(value) => {
+            let lost = lost(LossReason::NotOwner { nodes: not_owner });
+            match lease.release().await {
+                // Release failures leave keys to expire; the watchdog had proven the lease
+                // held until the work finished, so the value stands.
+                Ok(true) | Err(_) => Ok(value),
+                Ok(false) => Err(lost),
+            }
+        }
+        Err(reason) => {
+            let err = lost(reason);
+            // Best effort: the keys expire anyway.
+            let _ = lease.release().await;
+            Err(err)
+        }
+    }
+}
+
+/// Whether a wait should try again after this error.
+///
+/// A lasting error (a read-only or misconfigured node, a permission, a key of the wrong
+/// type) ends the wait only when the nodes failing that way are enough, on their own, to
+/// rule out a quorum. One such node among three is no reason to stop: the round it helped
+/// lose may have been lost to another owner's key as well, and the other two nodes grant
+/// once that key is gone.
+fn retryable(e: &Error) -> bool {
+    match e {
+        Error::NoQuorum {
+            errors,
+            nodes,
+            quorum,
+            ..
+        } => {
+            let lasting = errors.iter().filter(|e| !e.kind().is_transient()).count();
+            lasting <= nodes - quorum
+        }
+        Error::NoValidity { .. } => true,
+        _ => false,
+    }
+}
+
+fn jittered(delay: Duration, jitter: Duration) -> Duration {
+    if jitter.is_zero() {
+        return delay;
+    }
+    let j = u64::try_from(jitter.as_micros()).unwrap_or(u64::MAX);
+    let spread = rand::rng().random_range(0..=2 * j);
+    (delay + Duration::from_micros(spread)).saturating_sub(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::quorum;
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let (d, j) = (Duration::from_millis(100), Duration::from_millis(50));
+        for _ in 0..1000 {
+            let x = jittered(d, j);
+            assert!(x >= d - j && x <= d + j, "{x:?}");
+        }
+    }
+
+    /// Lasting errors end the wait only when they alone rule out a quorum; transient
+    /// ones never do.
+    #[test]
+    fn lasting_errors_end_the_wait_only_when_they_rule_out_a_quorum() {
+        use crate::error::{NodeError, NodeErrorKind, Step};
+        for n in 1..=9usize {
+            let q = quorum::quorum(n);
+            for lasting in 0..=n {
+                for transient in 0..=n - lasting {
+                    let kinds = std::iter::repeat_n(NodeErrorKind::WrongType, lasting)
+                        .chain(std::iter::repeat_n(NodeErrorKind::Timeout, transient));
+                    let errors = kinds
+                        .enumerate()
+                        .map(|(i, k)| {
+                            NodeError::new(&format!("n{i}"), Step::Acquire, k, "x".into())
+                        })
+                        .collect();
+                    let e = Error::NoQuorum {
+                        resource: "r".into(),
+                        step: Step::Acquire,
+                        granted: 0,
+                        refused: 0,
+                        failed: lasting + transient,
+                        quorum: q,
+                        nodes: n,
+                        errors,
+                    };
+                    assert_eq!(retryable(&e), lasting + q <= n, "n {n}, lasting {lasting}");
+                }
+            }
+        }
+    }
+}
