@@ -330,3 +330,75 @@ async fn signals_are_passed_to_the_command() {
         "not released"
     );
 }
+
+/// `--permits K`: K commands run at once, each told its slot; the next one waits (here:
+/// gives up with the "held" status); a bad K is a usage error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permits_let_k_commands_run_at_once() {
+    let c = cluster(3);
+    let go = scratch("go");
+    let outs = [scratch("a"), scratch("b")];
+    let holders: Vec<_> = outs
+        .iter()
+        .map(|out| {
+            let script = format!(
+                "echo \"$REDFENCE_SLOT $REDFENCE_LOCK $REDFENCE_TOKEN\" > {out}.tmp; mv {out}.tmp {out}; \
+                 while [ ! -e {go} ]; do sleep 0.02; done",
+                out = out.display(),
+                go = go.display()
+            );
+            Command::new(env!("CARGO_BIN_EXE_redfence"))
+                .env("REDFENCE_NODES", nodes(&c))
+                .args(["run", "--permits", "2", "pool", "--", "sh", "-c", &script])
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let start = Instant::now();
+    while !outs.iter().all(|o| o.exists()) {
+        assert!(start.elapsed() < Duration::from_secs(20), "both never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let third = redfence(
+        &nodes(&c),
+        &[
+            "run",
+            "--permits",
+            "2",
+            "--wait",
+            "300ms",
+            "pool",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(third.status.code(), Some(75), "{}", stderr(&third));
+    assert!(
+        stderr(&third).contains("all 2 permits of \"pool\" are held"),
+        "{}",
+        stderr(&third)
+    );
+    std::fs::write(&*go, b"").unwrap();
+    for h in holders {
+        let o = h.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let mut slots = Vec::new();
+    for out in &outs {
+        let seen = std::fs::read_to_string(out).unwrap();
+        let words: Vec<&str> = seen.split_whitespace().collect();
+        assert_eq!(words.len(), 3, "{seen}");
+        assert_eq!(words[1], format!("pool#{}", words[0]), "{seen}");
+        assert!(words[2].parse::<u64>().unwrap() >= 1, "{seen}");
+        slots.push(words[0].to_owned());
+    }
+    slots.sort();
+    assert_eq!(slots, ["0", "1"]);
+
+    let o = redfence(&nodes(&c), &["run", "--permits", "0", "pool", "--", "true"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("permits of 0"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+}

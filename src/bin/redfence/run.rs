@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use redfence::{Client, LockGuard};
+use redfence::{Client, Error, LockGuard};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -14,7 +14,10 @@ use crate::{Chain, NodesArg, acquire_failure, acquire_options, exit, fail, parse
 
 pub(crate) const AFTER_HELP: &str = "\
 The command runs with REDFENCE_LOCK (the name), REDFENCE_TOKEN (the fencing token: pass
-it to every write) and REDFENCE_VALIDITY_MS in its environment. A watchdog keeps the
+it to every write) and REDFENCE_VALIDITY_MS in its environment. With --permits K, NAME is
+a counting semaphore: at most K commands run at once across every machine; the command
+also gets REDFENCE_SLOT (which of the K it holds), REDFENCE_LOCK is NAME#SLOT, and the
+token increases per slot, so fence writes by REDFENCE_LOCK. A watchdog keeps the
 lock alive while it runs; it is released when the command exits, and redfence exits
 with the command's status. The command runs in a process group of its own (as with
 timeout(1)), so signals reach everything it starts. If the lock is lost, the group gets
@@ -25,7 +28,8 @@ stopped: its lock expires with the TTL, and only the fencing token protects its 
 
 Examples:
   redfence run --nodes redis://h1:6379,redis://h2:6379,redis://h3:6379 reindex -- ./reindex.sh
-  redfence run --wait 0s --ttl 30s nightly -- sh -c 'backup --fence \"$REDFENCE_TOKEN\"'";
+  redfence run --wait 0s --ttl 30s nightly -- sh -c 'backup --fence \"$REDFENCE_TOKEN\"'
+  redfence run --permits 4 --wait 10m crawlers -- ./crawl.sh";
 
 #[derive(Args)]
 pub(crate) struct RunArgs {
@@ -40,6 +44,10 @@ pub(crate) struct RunArgs {
     /// Stop renewing, and stop the command, after this long.
     #[arg(long, value_parser = parse_duration)]
     max_hold: Option<Duration>,
+    /// Hold one of K permits of a counting semaphore instead of the lock (every run of
+    /// NAME must give the same K).
+    #[arg(long, value_name = "K")]
+    permits: Option<usize>,
     /// Time between SIGTERM and SIGKILL when the lock is lost.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     grace: Duration,
@@ -133,13 +141,39 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
 async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> ExitCode {
     // A zero wait means one attempt.
     let wait = args.wait.max(Duration::from_millis(1));
-    let guard = match client
-        .acquire_with(&args.name, acquire_options(wait, args.max_hold))
-        .await
-    {
-        Ok(g) => g,
+    let options = acquire_options(wait, args.max_hold);
+    let held = match args.permits {
+        None => client
+            .acquire_with(&args.name, options)
+            .await
+            .map(|g| (g, None)),
+        Some(k) => match client.semaphore(&args.name, k) {
+            Ok(sem) => sem
+                .acquire_with(options)
+                .await
+                .map(|p| (p.slot(), p.into_guard()))
+                .map(|(slot, g)| (g, Some(slot))),
+            Err(e) => Err(e),
+        },
+    };
+    let (guard, slot) = match held {
+        Ok(held) => held,
         Err(e) => {
             let (status, msg) = acquire_failure(&args.name, &e);
+            let msg = match (args.permits, &e) {
+                (
+                    Some(k),
+                    Error::WaitTimeout {
+                        last_error: None,
+                        waited,
+                        ..
+                    },
+                ) => format!(
+                    "all {k} permits of {:?} are held (waited {waited:.1?})",
+                    args.name
+                ),
+                _ => msg,
+            };
             return fail(status, msg);
         }
     };
@@ -147,9 +181,13 @@ async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> E
         let _ = guard.release().await;
         return fail(exit::USAGE, "no command after --");
     };
-    let spawned = Command::new(program)
+    let mut command = Command::new(program);
+    if let Some(slot) = slot {
+        command.env("REDFENCE_SLOT", slot.to_string());
+    }
+    let spawned = command
         .args(rest)
-        .env("REDFENCE_LOCK", &args.name)
+        .env("REDFENCE_LOCK", guard.resource())
         .env("REDFENCE_TOKEN", guard.token().to_string())
         .env(
             "REDFENCE_VALIDITY_MS",
@@ -170,7 +208,8 @@ async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> E
             return fail(status, format!("cannot run {program:?}: {e}"));
         }
     };
-    supervise(&mut child, guard, &args.name, args.grace, &mut forwarded).await
+    let name = guard.resource().to_owned();
+    supervise(&mut child, guard, &name, args.grace, &mut forwarded).await
 }
 
 /// Waits for the command, passing on signals, and stops it if the lock is lost.
