@@ -20,11 +20,14 @@ use rand::{RngExt, SeedableRng};
 use redfence::fence::{RedisFencedStore, Verdict};
 use redfence::testkit::history::{Check, Event, History};
 use redfence::testkit::{Cluster, Fault as Net, Persistence, Proxies};
-use redfence::{AcquireOptions, Client, Error, LockGuard, LockState};
+use redfence::{AcquireOptions, Client, Error, LockGuard, LockState, Permit};
 
 const TTL: Duration = Duration::from_secs(1);
-/// Contended by eight workers.
-const CONTENDED: [&str; 2] = ["chaos-a", "chaos-b"];
+/// Contended by eight workers: two locks and a semaphore.
+const CONTENDED: [&str; 3] = ["chaos-a", "chaos-b", POOL];
+/// A counting semaphore of [`PERMITS`]: its permits are held as `chaos-pool#SLOT`.
+const POOL: &str = "chaos-pool";
+const PERMITS: usize = 2;
 /// Held in long stretches by one worker, so every majority loss catches a holder (whose
 /// watchdog must report it in time).
 const LONG: [&str; 1] = ["chaos-long"];
@@ -100,7 +103,15 @@ async fn worker(
         // stopping, watchdog included.
         let options = AcquireOptions::new().watchdog(!pause);
         let started = Instant::now();
-        let guard = match client.acquire_with(resource, options).await {
+        let acquired = if resource == POOL {
+            match client.semaphore(POOL, PERMITS) {
+                Ok(pool) => pool.acquire_with(options).await.map(Permit::into_guard),
+                Err(e) => Err(e),
+            }
+        } else {
+            client.acquire_with(resource, options).await
+        };
+        let guard = match acquired {
             Ok(g) => g,
             Err(e) => {
                 h.record(Event::AcquireFailed {
@@ -117,7 +128,7 @@ async fn worker(
         };
         h.record(Event::Acquired {
             worker: id,
-            resource: resource.into(),
+            resource: guard.resource().into(),
             token: guard.token(),
             started,
             acquired: Instant::now(),
@@ -460,6 +471,10 @@ async fn chaos_run_keeps_every_promise() {
         stop: AtomicBool::new(false),
         pauses: AtomicUsize::new(0),
     });
+    shared.history.record(Event::Semaphore {
+        name: POOL.into(),
+        permits: PERMITS,
+    });
     let mut workers = Vec::new();
     // Each client reaches the nodes through its own proxies, so that the network between
     // one client and the nodes can fail on its own.
@@ -499,8 +514,14 @@ async fn chaos_run_keeps_every_promise() {
     }
 
     let mut logs = HashMap::new();
-    for r in CONTENDED.iter().chain(&LONG) {
-        logs.insert((*r).to_owned(), shared.store.accepted_log(r).await.unwrap());
+    let slots = (0..PERMITS).map(|s| format!("{POOL}#{s}"));
+    for r in CONTENDED
+        .iter()
+        .chain(&LONG)
+        .map(|r| (*r).to_owned())
+        .chain(slots)
+    {
+        logs.insert(r.clone(), shared.store.accepted_log(&r).await.unwrap());
     }
     let report = shared.history.check(&logs);
     println!("{report}");
@@ -515,6 +536,16 @@ async fn chaos_run_keeps_every_promise() {
         "majority loss unseen\n{report}"
     );
     assert!(report.losses >= 1, "no watchdog reported a loss\n{report}");
+    let permits = shared
+        .history
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Acquired { resource, .. } if resource.starts_with(POOL)))
+        .count();
+    assert!(
+        permits > 20,
+        "the semaphore was hardly used ({permits})\n{report}"
+    );
 }
 
 /// The failure the design warns about: a node restarted *without* persistence forgets the

@@ -80,6 +80,16 @@ pub enum Event {
         /// The last validity deadline it had been given.
         deadline: Instant,
     },
+    /// `name` is a counting semaphore of `permits` permits: its holders record their
+    /// acquisitions under `NAME#SLOT` (the permit's
+    /// [`resource`](crate::LockGuard::resource)), each slot checked as a lock, and the
+    /// checker also bounds the holders of all its slots together by `permits`.
+    Semaphore {
+        /// The semaphore's name.
+        name: String,
+        /// Its permit count.
+        permits: usize,
+    },
     /// A fault was injected.
     Nemesis {
         /// When.
@@ -119,6 +129,9 @@ pub enum Check {
     StaleWrite,
     /// A loss is published no later than the last validity deadline handed out.
     LossInTime,
+    /// No more holders of a semaphore's permits are valid at once than it has permits,
+    /// while the assumptions hold.
+    PermitBound,
 }
 
 impl fmt::Display for Check {
@@ -129,6 +142,7 @@ impl fmt::Display for Check {
             Self::Exclusion => "no overlapping validity (assumptions held)",
             Self::StaleWrite => "stale writes rejected",
             Self::LossInTime => "losses reported before the deadline",
+            Self::PermitBound => "no more permit holders than permits",
         })
     }
 }
@@ -203,6 +217,7 @@ impl fmt::Display for Report {
             Check::Exclusion,
             Check::StaleWrite,
             Check::LossInTime,
+            Check::PermitBound,
         ] {
             row(f, &format!("violations: {check}"), &self.count(check))?;
         }
@@ -262,6 +277,7 @@ impl History {
             HashMap::new();
         let mut ended: HashMap<(&str, FencingToken), (Instant, Instant)> = HashMap::new();
         let mut unsafe_spans = Vec::new();
+        let mut semaphores: HashMap<&str, usize> = HashMap::new();
         for e in &events {
             match e {
                 Event::Acquired {
@@ -336,6 +352,9 @@ impl History {
                 } => {
                     ended.insert((resource, *token), (*when, *deadline));
                 }
+                Event::Semaphore { name, permits } => {
+                    semaphores.insert(name, *permits);
+                }
                 Event::Nemesis {
                     at: when,
                     breaks_assumptions_until,
@@ -349,6 +368,8 @@ impl History {
             }
         }
 
+        // Per semaphore, every slot's windows: (from, to, worker).
+        let mut permit_windows: HashMap<&str, Vec<(Instant, Instant, usize)>> = HashMap::new();
         for (resource, list) in &mut acquired {
             token_order(resource, list, &at, &mut report);
             let windows: Vec<Window> = list
@@ -370,7 +391,16 @@ impl History {
                 })
                 .filter(|w| !unsafe_spans.iter().any(|&(a, b)| w.from <= b && a <= w.to))
                 .collect();
+            if let Some(name) = semaphore_of(resource, &semaphores) {
+                permit_windows
+                    .entry(name)
+                    .or_default()
+                    .extend(windows.iter().map(|w| (w.from, w.to, w.worker)));
+            }
             exclusion(resource, windows, &at, &mut report);
+        }
+        for (name, windows) in permit_windows {
+            permit_bound(name, semaphores[name], windows, &at, &mut report);
         }
 
         for (resource, log) in store_logs {
@@ -435,6 +465,49 @@ fn token_order(
                          but worker {w} had already got {m} at {}",
                     at(started),
                     at(done)
+                ),
+            });
+        }
+    }
+}
+
+/// The declared semaphore `resource` is a slot of (`NAME#SLOT`), if any.
+fn semaphore_of<'a>(resource: &str, semaphores: &HashMap<&'a str, usize>) -> Option<&'a str> {
+    let (name, slot) = resource.rsplit_once('#')?;
+    let (&name, _) = semaphores.get_key_value(name)?;
+    slot.parse::<usize>().is_ok().then_some(name)
+}
+
+/// At no instant are more than `permits` of a semaphore's windows open. Sweep: opening
+/// and closing instants in order (a window closing at the instant another opens has
+/// ended first), with a running count.
+fn permit_bound(
+    name: &str,
+    permits: usize,
+    windows: Vec<(Instant, Instant, usize)>,
+    at: &dyn Fn(Instant) -> String,
+    report: &mut Report,
+) {
+    let mut edges: Vec<(Instant, bool, usize)> = (0..windows.len())
+        .flat_map(|i| [(windows[i].0, true, i), (windows[i].1, false, i)])
+        .collect();
+    // At equal instants closings (false) sort before openings (true).
+    edges.sort_by_key(|&(t, opens, _)| (t, opens));
+    let mut open: Vec<usize> = Vec::new();
+    for (t, opens, i) in edges {
+        if !opens {
+            open.retain(|&j| j != i);
+            continue;
+        }
+        open.push(i);
+        if open.len() > permits {
+            let workers: Vec<usize> = open.iter().map(|&j| windows[j].2).collect();
+            report.violations.push(Violation {
+                check: Check::PermitBound,
+                detail: format!(
+                    "{name}: {} holders valid at {} with {permits} permits (workers {workers:?})",
+                    open.len(),
+                    at(t)
                 ),
             });
         }
@@ -574,6 +647,47 @@ mod tests {
         assert_eq!(r.count(Check::Exclusion), 0, "{r}");
         // Token order is still checked: the fence does not depend on the assumptions.
         assert_eq!(r.count(Check::TokenOrder), 0, "{r}");
+    }
+
+    /// A declared semaphore: its slots are checked one by one as locks, and together
+    /// against the permit count; a same-named resource without `#SLOT` is not its slot.
+    #[test]
+    fn permit_holders_are_bounded_by_the_permits() {
+        let (h, b) = (History::new(), Instant::now());
+        h.record(Event::Semaphore {
+            name: "pool".into(),
+            permits: 2,
+        });
+        let held = |worker, resource: &str, token, from, to| {
+            let token = FencingToken::new(token);
+            h.record(Event::Acquired {
+                worker,
+                resource: resource.into(),
+                token,
+                started: ms(b, from),
+                acquired: ms(b, from),
+            });
+            h.record(Event::Ended {
+                worker,
+                resource: resource.into(),
+                token,
+                at: ms(b, to),
+                deadline: ms(b, to + 500),
+            });
+        };
+        held(1, "pool#0", 1, 0, 100);
+        held(2, "pool#1", 1, 50, 150);
+        // Back to back with worker 1 on slot 0: fine.
+        held(3, "pool#0", 2, 100, 200);
+        held(4, "pool", 1, 60, 90);
+        let r = h.check(&HashMap::new());
+        assert!(r.is_clean(), "{r}");
+
+        // A third holder while two are valid, on a slot of its own (a naive count).
+        held(5, "pool#2", 1, 120, 130);
+        let r = h.check(&HashMap::new());
+        assert_eq!(r.count(Check::PermitBound), 1, "{r}");
+        assert_eq!(r.count(Check::Exclusion), 0, "{r}");
     }
 
     /// Brute force: every pair where one acquisition returned before the other started.
