@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use redfence::testkit::conformance::Conformance;
 use redfence::{
-    BoxFuture, DistributedLock, Error, FencingToken, LocalLocks, LockHandle, LockProvider,
-    LossReason,
+    BoxFuture, DistributedLock, DistributedSemaphore, Error, FencingToken, LocalLocks, LockHandle,
+    LockProvider, LossReason, SemaphoreProvider,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,15 +21,33 @@ async fn the_quorum_client_conforms() {
         .node_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let provider: Arc<dyn LockProvider> = Arc::new(client);
+    let provider: Arc<dyn LockProvider> = Arc::new(client.clone());
     let passed = Conformance::new().check(provider.as_ref()).await.unwrap();
     assert_eq!(passed.len(), 6);
+    let semaphores: Arc<dyn SemaphoreProvider> = Arc::new(client);
+    let passed = Conformance::new()
+        .check_semaphores(semaphores.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(passed.len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_twin_conforms() {
     let provider: Arc<dyn LockProvider> = Arc::new(LocalLocks::new());
     Conformance::new().check(provider.as_ref()).await.unwrap();
+    let locks = LocalLocks::new();
+    Conformance::new().check_semaphores(&locks).await.unwrap();
+    // Its semaphores' slots are apart from its locks of the same names.
+    let held = locks.lock("x#0").unwrap().try_acquire(None).await.unwrap();
+    let sem = SemaphoreProvider::semaphore(&locks, "x", 1).unwrap();
+    let permit = sem
+        .try_acquire(None)
+        .await
+        .unwrap()
+        .expect("apart from the lock x#0");
+    assert_eq!(permit.name(), "x#0");
+    assert!(held.is_some());
 }
 
 /// On tokio's paused clock the twin's leases follow `advance`: the whole suite, with its
@@ -40,6 +58,11 @@ async fn the_local_twin_runs_on_paused_time() {
     Conformance::new()
         .ttl(Duration::from_secs(60))
         .check(&LocalLocks::new())
+        .await
+        .unwrap();
+    Conformance::new()
+        .ttl(Duration::from_secs(60))
+        .check_semaphores(&LocalLocks::new())
         .await
         .unwrap();
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -166,4 +189,57 @@ async fn keyed_locks_over_the_client_and_the_twin() {
         .build()
         .unwrap();
     keyed_contract(Arc::new(client)).await;
+}
+
+/// The over-admission of a naive semaphore: one more holder than it says it admits.
+#[derive(Debug)]
+struct OneTooMany(LocalLocks);
+
+#[derive(Debug)]
+struct OneTooManySemaphore(Box<dyn DistributedSemaphore>, usize);
+
+impl SemaphoreProvider for OneTooMany {
+    fn semaphore(
+        &self,
+        name: &str,
+        permits: usize,
+    ) -> Result<Box<dyn DistributedSemaphore>, Error> {
+        let inner = SemaphoreProvider::semaphore(&self.0, name, permits + 1)?;
+        Ok(Box::new(OneTooManySemaphore(inner, permits)))
+    }
+}
+
+impl DistributedSemaphore for OneTooManySemaphore {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn permits(&self) -> usize {
+        self.1
+    }
+
+    fn try_acquire(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        self.0.try_acquire(ttl)
+    }
+
+    fn acquire(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        self.0.acquire(ttl, wait)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_over_admitting_semaphore_is_caught() {
+    let err = Conformance::new()
+        .check_semaphores(&OneTooMany(LocalLocks::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.check, "permit bound", "{err}");
+    assert!(err.detail.contains("fourth permit of three"), "{err}");
 }

@@ -8,11 +8,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{BoxFuture, DistributedLock, LockHandle, LockProvider};
+use super::{
+    BoxFuture, DistributedLock, DistributedSemaphore, LockHandle, LockProvider, SemaphoreProvider,
+};
 use crate::client::{DEFAULT_TTL, DEFAULT_WAIT};
 use crate::error::{ConfigError, Error, LossReason};
 use crate::fence::FencingToken;
 use crate::mutex::{check_extension, check_resource};
+use crate::semaphore::check_permits;
 
 /// The lock interfaces ([`LockProvider`] and the rest) in one process, with no Redis: for
 /// unit tests of code written against the traits, and as a reference model of the
@@ -87,9 +90,51 @@ impl LocalLocks {
     }
 }
 
+impl LocalLocks {
+    /// The lease asked for, or the default; never zero.
+    fn ttl(&self, ttl: Option<Duration>) -> Result<Duration, Error> {
+        let ttl = ttl.unwrap_or(self.ttl);
+        if ttl.is_zero() {
+            return Err(ConfigError::Zero { setting: "ttl" }.into());
+        }
+        Ok(ttl)
+    }
+}
+
 impl Shared {
     fn names(&self) -> MutexGuard<'_, HashMap<String, Name>> {
         self.names.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One attempt on the lease stored under `key`, handed out as `name`; on refusal, the
+    /// holder's expiry.
+    fn take(
+        self: &Arc<Self>,
+        key: &str,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<LocalHandle, Instant> {
+        let mut names = self.names();
+        let entry = names.entry(key.to_owned()).or_default();
+        let now = Instant::now();
+        if let Some(h) = entry.holder.filter(|h| h.expires > now) {
+            return Err(h.expires);
+        }
+        entry.counter += 1;
+        let owner = self.owners.fetch_add(1, Ordering::Relaxed);
+        entry.holder = Some(Holder {
+            owner,
+            expires: now + ttl,
+        });
+        Ok(LocalHandle {
+            shared: Arc::clone(self),
+            key: key.to_owned(),
+            name: name.to_owned(),
+            owner,
+            token: FencingToken::new(entry.counter),
+            ttl,
+            released: false,
+        })
     }
 }
 
@@ -118,35 +163,11 @@ impl LocalLock {
 
     /// One attempt; on refusal, the holder's expiry.
     fn attempt(&self, ttl: Duration) -> Result<LocalHandle, Instant> {
-        let shared = &self.locks.shared;
-        let mut names = shared.names();
-        let name = names.entry(self.name.clone()).or_default();
-        let now = Instant::now();
-        if let Some(h) = name.holder.filter(|h| h.expires > now) {
-            return Err(h.expires);
-        }
-        name.counter += 1;
-        let owner = shared.owners.fetch_add(1, Ordering::Relaxed);
-        name.holder = Some(Holder {
-            owner,
-            expires: now + ttl,
-        });
-        Ok(LocalHandle {
-            shared: Arc::clone(shared),
-            name: self.name.clone(),
-            owner,
-            token: FencingToken::new(name.counter),
-            ttl,
-            released: false,
-        })
+        Shared::take(&self.locks.shared, &self.name, &self.name, ttl)
     }
 
     fn ttl(&self, ttl: Option<Duration>) -> Result<Duration, Error> {
-        let ttl = ttl.unwrap_or(self.locks.ttl);
-        if ttl.is_zero() {
-            return Err(ConfigError::Zero { setting: "ttl" }.into());
-        }
-        Ok(ttl)
+        self.locks.ttl(ttl)
     }
 }
 
@@ -175,35 +196,134 @@ impl DistributedLock for LocalLock {
     ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
         Box::pin(async move {
             let ttl = self.ttl(ttl)?;
-            let start = Instant::now();
-            let give_up = start + wait.unwrap_or(self.locks.wait);
-            let mut attempts = 0;
-            let released = self.released();
-            loop {
-                attempts += 1;
-                // Registered before the attempt, so a release right after it still wakes
-                // this waiter.
-                let notified = released.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let expires = match self.attempt(ttl) {
-                    Ok(h) => return Ok(Box::new(h) as Box<dyn LockHandle>),
-                    Err(expires) => expires,
-                };
-                let now = Instant::now();
-                if now >= give_up {
-                    return Err(Error::WaitTimeout {
-                        resource: self.name.clone(),
-                        waited: now - start,
-                        attempts,
-                        last_error: None,
-                    });
-                }
-                tokio::select! {
-                    () = notified => {}
-                    () = tokio::time::sleep_until(expires.min(give_up)) => {}
-                }
+            let wait = wait.unwrap_or(self.locks.wait);
+            wait_for(&self.name, wait, &self.released(), || self.attempt(ttl)).await
+        })
+    }
+}
+
+/// Attempts until one wins, woken by `released` or the holder's expiry; an
+/// [`Error::WaitTimeout`] naming `name` after `wait`.
+async fn wait_for(
+    name: &str,
+    wait: Duration,
+    released: &Notify,
+    mut attempt: impl FnMut() -> Result<LocalHandle, Instant>,
+) -> Result<Box<dyn LockHandle>, Error> {
+    let start = Instant::now();
+    let give_up = start + wait;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        // Registered before the attempt, so a release right after it still wakes this
+        // waiter.
+        let notified = released.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let expires = match attempt() {
+            Ok(h) => return Ok(Box::new(h) as Box<dyn LockHandle>),
+            Err(expires) => expires,
+        };
+        let now = Instant::now();
+        if now >= give_up {
+            return Err(Error::WaitTimeout {
+                resource: name.to_owned(),
+                waited: now - start,
+                attempts,
+                last_error: None,
+            });
+        }
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep_until(expires.min(give_up)) => {}
+        }
+    }
+}
+
+impl SemaphoreProvider for LocalLocks {
+    fn semaphore(
+        &self,
+        name: &str,
+        permits: usize,
+    ) -> Result<Box<dyn DistributedSemaphore>, Error> {
+        check_permits(name, permits)?;
+        // Stored apart from locks (a key no lock name can have: names are not empty), and
+        // every slot shares one release signal, so any release wakes every waiter.
+        let keys: Vec<String> = (0..permits)
+            .map(|s| format!("\0permit\0{name}#{s}"))
+            .collect();
+        let released = {
+            let mut names = self.shared.names();
+            let signal = Arc::clone(&names.entry(keys[0].clone()).or_default().released);
+            for k in &keys[1..] {
+                names.entry(k.clone()).or_default().released = Arc::clone(&signal);
             }
+            signal
+        };
+        Ok(Box::new(LocalSemaphore {
+            locks: self.clone(),
+            name: name.to_owned(),
+            keys,
+            released,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct LocalSemaphore {
+    locks: LocalLocks,
+    name: String,
+    /// Slot `s`'s key at index `s`.
+    keys: Vec<String>,
+    released: Arc<Notify>,
+}
+
+impl LocalSemaphore {
+    /// The first free slot; on refusal, the earliest expiry of a holder.
+    fn attempt(&self, ttl: Duration) -> Result<LocalHandle, Instant> {
+        let mut earliest: Option<Instant> = None;
+        for (slot, key) in self.keys.iter().enumerate() {
+            let name = format!("{}#{slot}", self.name);
+            match Shared::take(&self.locks.shared, key, &name, ttl) {
+                Ok(h) => return Ok(h),
+                Err(at) => earliest = Some(earliest.map_or(at, |e| e.min(at))),
+            }
+        }
+        Err(earliest.unwrap_or_else(Instant::now))
+    }
+}
+
+impl DistributedSemaphore for LocalSemaphore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn permits(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn try_acquire(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        Box::pin(async move {
+            let ttl = self.locks.ttl(ttl)?;
+            Ok(self
+                .attempt(ttl)
+                .ok()
+                .map(|h| Box::new(h) as Box<dyn LockHandle>))
+        })
+    }
+
+    fn acquire(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(async move {
+            let ttl = self.locks.ttl(ttl)?;
+            let wait = wait.unwrap_or(self.locks.wait);
+            wait_for(&self.name, wait, &self.released, || self.attempt(ttl)).await
         })
     }
 }
@@ -212,6 +332,9 @@ impl DistributedLock for LocalLock {
 #[derive(Debug)]
 struct LocalHandle {
     shared: Arc<Shared>,
+    /// Where the lease is stored.
+    key: String,
+    /// What it is called (a permit: `NAME#SLOT`).
     name: String,
     owner: u64,
     token: FencingToken,
@@ -223,7 +346,7 @@ impl LocalHandle {
     /// This owner's expiry, while it holds the name and has not expired.
     fn expires(&self) -> Option<Instant> {
         let names = self.shared.names();
-        let holder = names.get(&self.name)?.holder?;
+        let holder = names.get(&self.key)?.holder?;
         (holder.owner == self.owner && holder.expires > Instant::now()).then_some(holder.expires)
     }
 
@@ -231,7 +354,7 @@ impl LocalHandle {
     fn free(&mut self) -> bool {
         self.released = true;
         let mut names = self.shared.names();
-        let Some(name) = names.get_mut(&self.name) else {
+        let Some(name) = names.get_mut(&self.key) else {
             return false;
         };
         match name.holder {
@@ -276,7 +399,7 @@ impl LockHandle for LocalHandle {
             check_extension(ttl)?;
             let mut names = self.shared.names();
             let now = Instant::now();
-            match names.get_mut(&self.name).and_then(|n| n.holder.as_mut()) {
+            match names.get_mut(&self.key).and_then(|n| n.holder.as_mut()) {
                 Some(h) if h.owner == self.owner && h.expires > now => {
                     h.expires = h.expires.max(now + ttl);
                     Ok(h.expires - now)

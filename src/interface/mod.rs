@@ -1,6 +1,7 @@
 //! Object-safe lock interfaces, to write code against, swap implementations behind, and
 //! fake in unit tests: [`LockProvider`] hands out named [`DistributedLock`]s, whose
-//! acquisitions are [`LockHandle`]s. Every method returns a boxed future, so each trait
+//! acquisitions are [`LockHandle`]s; [`SemaphoreProvider`] hands out
+//! [`DistributedSemaphore`]s, whose permits are [`LockHandle`]s too. Every method returns a boxed future, so each trait
 //! works as `Arc<dyn …>` / `Box<dyn …>`.
 //!
 //! [`Client`] implements them over the quorum; [`LocalLocks`] is an in-process twin with
@@ -59,6 +60,7 @@ use crate::client::{Client, Watchdog};
 use crate::error::{Error, LossReason};
 use crate::fence::FencingToken;
 use crate::mutex::{AcquireOptions, LockGuard, check_resource};
+use crate::semaphore::Semaphore;
 
 /// A boxed, `Send` future: what every method of these traits returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -87,6 +89,47 @@ pub trait DistributedLock: Send + Sync + fmt::Debug {
 
     /// Waits for the lock for up to `wait` (the provider's default when `None`); an
     /// [`Error::WaitTimeout`] when it did not come.
+    fn acquire(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>>;
+}
+
+/// Hands out named counting semaphores.
+///
+/// The contract, beside the locks': at most `permits` handles of one semaphore are valid
+/// at once; each handle's [`name`](LockHandle::name) is `NAME#SLOT`, and tokens strictly
+/// increase per slot (fence writes by that name); a release or an expiry frees a permit,
+/// and a release wakes a waiter. Every user of a name must give the same permit count.
+pub trait SemaphoreProvider: Send + Sync + fmt::Debug {
+    /// The semaphore `name` with `permits` permits; nothing is contacted yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidResource`] for an empty or over-long name; [`Error::Config`] for
+    /// zero permits or more than [`MAX_PERMITS`](crate::MAX_PERMITS).
+    fn semaphore(&self, name: &str, permits: usize)
+    -> Result<Box<dyn DistributedSemaphore>, Error>;
+}
+
+/// One named counting semaphore; its permits are [`LockHandle`]s.
+pub trait DistributedSemaphore: Send + Sync + fmt::Debug {
+    /// Its name.
+    fn name(&self) -> &str;
+
+    /// How many holders it admits at once.
+    fn permits(&self) -> usize;
+
+    /// One attempt, with a lease of `ttl` (the provider's default when `None`):
+    /// `Ok(None)` when no permit could be had.
+    fn try_acquire(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>>;
+
+    /// Waits for a permit for up to `wait` (the provider's default when `None`); an
+    /// [`Error::WaitTimeout`] when none came.
     fn acquire(
         &self,
         ttl: Option<Duration>,
@@ -171,6 +214,47 @@ impl DistributedLock for ClientLock {
                 .acquire_with(&self.name, options(ttl, wait))
                 .await?;
             Ok(Box::new(guard) as Box<dyn LockHandle>)
+        })
+    }
+}
+
+impl SemaphoreProvider for Client {
+    fn semaphore(
+        &self,
+        name: &str,
+        permits: usize,
+    ) -> Result<Box<dyn DistributedSemaphore>, Error> {
+        Ok(Box::new(Client::semaphore(self, name, permits)?))
+    }
+}
+
+impl DistributedSemaphore for Semaphore {
+    fn name(&self) -> &str {
+        Semaphore::name(self)
+    }
+
+    fn permits(&self) -> usize {
+        Semaphore::permits(self)
+    }
+
+    fn try_acquire(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        Box::pin(async move {
+            let permit = self.try_acquire_with(options(ttl, None)).await?;
+            Ok(permit.map(|p| Box::new(p.into_guard()) as Box<dyn LockHandle>))
+        })
+    }
+
+    fn acquire(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(async move {
+            let permit = self.acquire_with(options(ttl, wait)).await?;
+            Ok(Box::new(permit.into_guard()) as Box<dyn LockHandle>)
         })
     }
 }

@@ -86,14 +86,7 @@ impl Client {
     /// [`Error::InvalidResource`] for an empty or over-long name; [`Error::Config`]
     /// ([`ConfigError::Permits`]) for zero permits or more than [`MAX_PERMITS`].
     pub fn semaphore(&self, name: &str, permits: usize) -> Result<Semaphore, Error> {
-        check_resource(name)?;
-        if permits == 0 || permits > MAX_PERMITS {
-            return Err(ConfigError::Permits {
-                value: permits,
-                max: MAX_PERMITS,
-            }
-            .into());
-        }
+        check_permits(name, permits)?;
         let prefix = &self.settings().prefix;
         Ok(Semaphore {
             client: self.clone(),
@@ -103,6 +96,19 @@ impl Client {
                 .collect(),
         })
     }
+}
+
+/// A semaphore's name and permit count: a valid resource name, 1 to [`MAX_PERMITS`].
+pub(crate) fn check_permits(name: &str, permits: usize) -> Result<(), Error> {
+    check_resource(name)?;
+    if permits == 0 || permits > MAX_PERMITS {
+        return Err(ConfigError::Permits {
+            value: permits,
+            max: MAX_PERMITS,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 impl Semaphore {

@@ -1,6 +1,8 @@
 //! A conformance suite for the lock interfaces ([`LockProvider`] and the rest): runs any
 //! implementation through the contract (exclusion, token order, release answers,
-//! extension, expiry and loss, cancellation) and names the first broken promise. The
+//! extension, expiry and loss, cancellation), and any [`SemaphoreProvider`] through the
+//! semaphore's ([`Conformance::check_semaphores`]: the permit bound, tokens per slot,
+//! wake-up on release, expiry, cancellation), and names the first broken promise. The
 //! crate runs it against the quorum client on real nodes and against [`LocalLocks`];
 //! run it against your own implementation or fake the same way.
 //!
@@ -22,7 +24,12 @@
 
 use std::time::Duration;
 
-use crate::{Error, LockHandle, LockProvider, LossReason};
+use std::collections::HashMap;
+
+use crate::{
+    DistributedSemaphore, Error, FencingToken, LockHandle, LockProvider, LossReason,
+    SemaphoreProvider,
+};
 
 /// A broken promise: which check, and what happened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -244,5 +251,206 @@ impl Conformance {
         }
         let next = self.take(CHECK, provider, name).await?;
         ok(CHECK, next.release().await).map(drop)
+    }
+
+    /// Runs every semaphore check against `provider` (the contract of
+    /// [`SemaphoreProvider`]); the names of the checks passed, or the first violation.
+    ///
+    /// # Errors
+    ///
+    /// The first [`Violation`].
+    pub async fn check_semaphores(
+        &self,
+        provider: &dyn SemaphoreProvider,
+    ) -> Result<Vec<&'static str>, Violation> {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let name = |check: &str| format!("conformance-{check}-{run}");
+        self.permit_bound(provider, &name("bound")).await?;
+        self.permit_tokens(provider, &name("tokens")).await?;
+        self.permit_wakeup(provider, &name("wakeup")).await?;
+        self.permit_expiry(provider, &name("expiry")).await?;
+        self.permit_cancellation(provider, &name("cancellation"))
+            .await?;
+        Ok(vec![
+            "permit bound",
+            "permit tokens",
+            "permit release wakes a waiter",
+            "permit expiry",
+            "permit cancellation",
+        ])
+    }
+
+    async fn permits(
+        &self,
+        check: &'static str,
+        sem: &dyn DistributedSemaphore,
+        n: usize,
+    ) -> Result<Vec<Box<dyn LockHandle>>, Violation> {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            held.push(ok(
+                check,
+                sem.acquire(Some(self.ttl), Some(3 * self.ttl)).await,
+            )?);
+        }
+        Ok(held)
+    }
+
+    /// K permits are handed out on K distinct slots; the next attempt is refused and a
+    /// wait for it times out as "held".
+    async fn permit_bound(
+        &self,
+        provider: &dyn SemaphoreProvider,
+        name: &str,
+    ) -> Result<(), Violation> {
+        const CHECK: &str = "permit bound";
+        let sem = ok(CHECK, provider.semaphore(name, 3))?;
+        if sem.permits() != 3 || sem.name() != name {
+            return fail(
+                CHECK,
+                format!("semaphore {:?} with {} permits", sem.name(), sem.permits()),
+            );
+        }
+        let held = self.permits(CHECK, sem.as_ref(), 3).await?;
+        let mut names: Vec<&str> = held.iter().map(|h| h.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() != 3 || !names.iter().all(|n| n.starts_with(&format!("{name}#"))) {
+            return fail(CHECK, format!("three permits named {names:?}"));
+        }
+        if ok(CHECK, sem.try_acquire(Some(self.ttl)).await)?.is_some() {
+            return fail(CHECK, "a fourth permit of three was handed out");
+        }
+        match sem.acquire(Some(self.ttl), Some(self.ttl / 10)).await {
+            Err(e) if e.is_held_elsewhere() => {}
+            Err(e) => return fail(CHECK, format!("a wait on a full semaphore failed with {e}")),
+            Ok(_) => return fail(CHECK, "a waiter got a fourth permit of three"),
+        }
+        for h in held {
+            if !ok(CHECK, h.release().await)? {
+                return fail(CHECK, "releasing a held permit answered false");
+            }
+        }
+        Ok(())
+    }
+
+    /// Each slot's tokens strictly increase across its holders.
+    async fn permit_tokens(
+        &self,
+        provider: &dyn SemaphoreProvider,
+        name: &str,
+    ) -> Result<(), Violation> {
+        const CHECK: &str = "permit tokens";
+        let sem = ok(CHECK, provider.semaphore(name, 2))?;
+        let mut last: HashMap<String, FencingToken> = HashMap::new();
+        for _ in 0..4 {
+            for h in self.permits(CHECK, sem.as_ref(), 2).await? {
+                if let Some(prev) = last
+                    .insert(h.name().to_owned(), h.token())
+                    .filter(|p| h.token() <= *p)
+                {
+                    return fail(
+                        CHECK,
+                        format!("{} handed out token {} after {prev}", h.name(), h.token()),
+                    );
+                }
+                ok(CHECK, h.release().await)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A release hands the permit to a waiter well before the released lease would have
+    /// expired.
+    async fn permit_wakeup(
+        &self,
+        provider: &dyn SemaphoreProvider,
+        name: &str,
+    ) -> Result<(), Violation> {
+        const CHECK: &str = "permit release wakes a waiter";
+        let sem = ok(CHECK, provider.semaphore(name, 1))?;
+        let held = self.permits(CHECK, sem.as_ref(), 1).await?;
+        let start = tokio::time::Instant::now();
+        let (waited, released) =
+            tokio::join!(sem.acquire(Some(self.ttl), Some(3 * self.ttl)), async {
+                tokio::time::sleep(self.ttl / 10).await;
+                let mut held = held;
+                match held.pop() {
+                    Some(h) => h.release().await,
+                    None => Ok(false),
+                }
+            });
+        if !ok(CHECK, released)? {
+            return fail(CHECK, "releasing a held permit answered false");
+        }
+        let next = ok(CHECK, waited)?;
+        if start.elapsed() >= self.ttl {
+            return fail(
+                CHECK,
+                format!(
+                    "the waiter got the permit only after {:?}, when the released lease \
+                     would have expired anyway",
+                    start.elapsed()
+                ),
+            );
+        }
+        ok(CHECK, next.release().await).map(drop)
+    }
+
+    /// A permit left alone expires: its loss is reported and the slot passes on with a
+    /// larger token.
+    async fn permit_expiry(
+        &self,
+        provider: &dyn SemaphoreProvider,
+        name: &str,
+    ) -> Result<(), Violation> {
+        const CHECK: &str = "permit expiry";
+        let sem = ok(CHECK, provider.semaphore(name, 1))?;
+        let held = ok(CHECK, sem.acquire(Some(self.ttl), Some(3 * self.ttl)).await)?;
+        match tokio::time::timeout(2 * self.ttl, held.lost()).await {
+            Ok(LossReason::Released) => return fail(CHECK, "lost() said released, not lost"),
+            Ok(_) => {}
+            Err(_) => return fail(CHECK, "no loss reported after twice the TTL"),
+        }
+        let next = ok(CHECK, sem.acquire(Some(self.ttl), Some(3 * self.ttl)).await)?;
+        if next.token() <= held.token() {
+            return fail(
+                CHECK,
+                format!(
+                    "token {} after the expired holder's {}",
+                    next.token(),
+                    held.token()
+                ),
+            );
+        }
+        drop(held);
+        ok(CHECK, next.release().await).map(drop)
+    }
+
+    /// A waiter whose acquire future is dropped holds nothing afterwards: every permit
+    /// can be taken again.
+    async fn permit_cancellation(
+        &self,
+        provider: &dyn SemaphoreProvider,
+        name: &str,
+    ) -> Result<(), Violation> {
+        const CHECK: &str = "permit cancellation";
+        let sem = ok(CHECK, provider.semaphore(name, 2))?;
+        let held = self.permits(CHECK, sem.as_ref(), 2).await?;
+        let waited = tokio::time::timeout(
+            self.ttl / 10,
+            sem.acquire(Some(self.ttl), Some(3 * self.ttl)),
+        )
+        .await;
+        if waited.is_ok() {
+            return fail(CHECK, "a waiter finished while every permit was held");
+        }
+        for h in held {
+            ok(CHECK, h.release().await)?;
+        }
+        for h in self.permits(CHECK, sem.as_ref(), 2).await? {
+            ok(CHECK, h.release().await)?;
+        }
+        Ok(())
     }
 }
