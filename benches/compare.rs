@@ -16,6 +16,8 @@ use redfence::{AcquireOptions, Client};
 use redis::aio::MultiplexedConnection;
 
 const TTL: Duration = Duration::from_secs(10);
+/// Permits of the semaphore in scenario 8.
+const PERMITS: usize = 4;
 
 // ---------------------------------------------------------------- measurements
 
@@ -164,6 +166,8 @@ impl Raw {
 
 enum Contender {
     Redfence(Client),
+    /// One permit of a semaphore of [`PERMITS`], through the same client.
+    Permit(Client),
     Raw(Raw),
     Rslock(rslock::LockManager),
 }
@@ -172,6 +176,7 @@ impl Contender {
     fn name(&self) -> &'static str {
         match self {
             Self::Redfence(_) => "redfence",
+            Self::Permit(_) => "permit",
             Self::Raw(_) => "raw",
             Self::Rslock(_) => "rslock",
         }
@@ -190,6 +195,17 @@ impl Contender {
                 let a = t.elapsed();
                 let t = Instant::now();
                 let _ = g.release().await;
+                Some((a, t.elapsed()))
+            }
+            Self::Permit(c) => {
+                let sem = c.semaphore(key, PERMITS).ok()?;
+                let p = tokio::time::timeout(Duration::from_secs(1), sem.try_acquire())
+                    .await
+                    .ok()?
+                    .ok()??;
+                let a = t.elapsed();
+                let t = Instant::now();
+                let _ = p.release().await;
                 Some((a, t.elapsed()))
             }
             Self::Raw(r) => {
@@ -263,7 +279,7 @@ impl Contender {
                 tokio::time::sleep(hold).await;
                 Some((wait, h, held))
             }
-            Self::Raw(_) => None,
+            Self::Raw(_) | Self::Permit(_) => None,
         }
     }
 }
@@ -416,6 +432,7 @@ async fn parallel(cs: &[Contender], rounds: usize, window: Duration, servers: &[
 fn clone_contender(c: &Contender) -> Contender {
     match c {
         Contender::Redfence(x) => Contender::Redfence(x.clone()),
+        Contender::Permit(x) => Contender::Permit(x.clone()),
         Contender::Raw(x) => Contender::Raw(x.clone()),
         Contender::Rslock(x) => Contender::Rslock(x.clone()),
     }
@@ -703,6 +720,23 @@ fn main() {
                 _ => "6 scaling N=9",
             };
             rows.extend(uncontended(name, &cs, rounds / 2, per_round / 2, budget).await);
+        }
+        if run(8) {
+            eprintln!("8: primitives");
+            let Contender::Redfence(client) = &cs[0] else {
+                unreachable!("the first contender is redfence")
+            };
+            let primitives = [
+                Contender::Redfence(client.clone()),
+                Contender::Permit(client.clone()),
+            ];
+            let mut found =
+                uncontended("8 primitives", &primitives, rounds, per_round, budget).await;
+            let mutex = found[0].p50_us;
+            for r in &mut found[1..] {
+                r.extra = format!("{}, p50 vs the mutex {:.2}x", r.extra, r.p50_us / mutex);
+            }
+            rows.extend(found);
         }
         if run(7) {
             eprintln!("7: 1000 watchdogs");
