@@ -192,8 +192,11 @@ async fn slots_not_won_are_released() {
     })
     .await;
 
-    // Slot 0 frees on node 1: a majority ({0, 1}) can grant it.
+    // On node 1, slot 0 frees and slot 1 is taken: slot 0 is the only free slot on
+    // nodes 0 and 1, a majority, whatever slot the attempt's order starts at.
     cmd::<()>(&cluster, 1, &["DEL", &slot_key("split", 0)]).await;
+    let one = slot_key("split", 1);
+    cmd::<()>(&cluster, 1, &["SET", &one, "other", "PX", "60000"]).await;
     let p = sem
         .try_acquire()
         .await
