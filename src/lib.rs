@@ -2,7 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
-// Dependencies point one way: mutex and semaphore (the primitives) → client → lease → core → node →
+// Dependencies point one way: mutex, semaphore and rwlock (the primitives) → client → lease → core → node →
 // scripts; error, clock and fence are leaves; ops and testkit sit on top.
 mod client;
 mod clock;
@@ -16,6 +16,7 @@ mod models;
 mod mutex;
 mod node;
 mod ops;
+mod rwlock;
 mod scripts;
 mod semaphore;
 #[cfg(feature = "testkit")]
@@ -39,4 +40,5 @@ pub use interface::{
 pub use lease::LockState;
 pub use mutex::{AcquireOptions, LockGuard, MAX_RESOURCE_LEN};
 pub use ops::{LockStatus, NodeCheck, NodeLock, NodeView, NodeWarning};
+pub use rwlock::{ReadGuard, RwLock, WriteGuard};
 pub use semaphore::{MAX_PERMITS, Permit, Semaphore};

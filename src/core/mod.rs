@@ -89,6 +89,33 @@ impl Nodes {
         self.0.background.finish(calls);
     }
 
+    /// Releases `owner` on the given nodes in the background, recorded nowhere: for keys
+    /// that were never a lease's (a semaphore's slots not won, a writer's marker).
+    pub(crate) fn release_untracked(
+        &self,
+        nodes: &[usize],
+        keys: &Arc<Keys>,
+        owner: &Arc<str>,
+        announce: Announce,
+    ) {
+        if nodes.is_empty() {
+            return;
+        }
+        let mut calls = NodeCalls::with_capacity(nodes.len());
+        for &i in nodes {
+            let (node, keys, owner) = (
+                Arc::clone(&self.0.nodes[i]),
+                Arc::clone(keys),
+                owner.clone(),
+            );
+            calls.push(
+                i,
+                async move { node.release(&keys, &owner, announce).await },
+            );
+        }
+        self.0.background.finish(calls);
+    }
+
     /// One release of `owner` per given node, each recorded in `ledger`.
     pub(crate) fn release_calls(
         &self,

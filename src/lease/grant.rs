@@ -27,6 +27,10 @@ pub(crate) struct Terms {
     pub(crate) min_validity: Duration,
     /// Per-call bound; the release ledger waits twice this for a release's outcome.
     pub(crate) node_timeout: Duration,
+    /// Whether the token is committed on a majority (holders that exclude each other:
+    /// the mutex, a semaphore's slots, a writer). A reader's token is the largest counter
+    /// its grants saw, uncommitted: it only has to cover writers that acquired before it.
+    pub(crate) commit: bool,
 }
 
 /// What one node is asked for in a grant round.
@@ -180,7 +184,9 @@ where
         return Err(no_quorum(resource, Step::Acquire, &round, n));
     };
     let keys = &candidates[won];
-    commit(nodes, resource, keys, &owner, &plan).await?;
+    if terms.commit {
+        commit(nodes, resource, keys, &owner, &plan).await?;
+    }
 
     // Validity counts from before the first command was sent, and is recomputed after
     // the commit round, which also ate into the lease.
@@ -358,21 +364,8 @@ impl Cleanup<'_> {
     fn release_losers(&self, won: usize) {
         for (c, keys) in self.candidates.iter().enumerate() {
             let holding = self.holding(c, Some(won));
-            if holding.is_empty() {
-                continue;
-            }
-            let mut calls = NodeCalls::with_capacity(holding.len());
-            for i in holding {
-                let (node, keys, owner) = (
-                    Arc::clone(&self.nodes[i]),
-                    Arc::clone(keys),
-                    self.owner.clone(),
-                );
-                calls.push(i, async move {
-                    node.release(&keys, &owner, Announce::Quietly).await
-                });
-            }
-            self.nodes.background().finish(calls);
+            self.nodes
+                .release_untracked(&holding, keys, self.owner, Announce::Quietly);
         }
     }
 }

@@ -171,3 +171,47 @@ pub(crate) fn check_extension(ttl: Duration) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// A primitive's held lease that is a [`LockGuard`] with more to say (a permit's slot, a
+/// reader's side): derefs to the guard (token, validity, extend, `lost`), and has the
+/// guard's `release` and an `into_guard`. The type needs a `guard: LockGuard` field.
+macro_rules! wraps_guard {
+    ($t:ident, $what:literal) => {
+        impl std::ops::Deref for $t {
+            type Target = $crate::LockGuard;
+
+            fn deref(&self) -> &$crate::LockGuard {
+                &self.guard
+            }
+        }
+
+        impl $crate::lease::wait::Held for $t {
+            fn lease(&self) -> &$crate::lease::LeaseHandle {
+                $crate::lease::wait::Held::lease(&self.guard)
+            }
+
+            fn into_lease(self) -> $crate::lease::LeaseHandle {
+                $crate::lease::wait::Held::into_lease(self.guard)
+            }
+        }
+
+        impl $t {
+            #[doc = concat!("Releases the ", $what, "; as [`LockGuard::release`]: `Ok(false)` means it had")]
+            /// already been lost.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::NoQuorum`](crate::Error::NoQuorum) when failed nodes kept the
+            /// answer out of reach; what is left behind expires with its TTL.
+            pub async fn release(self) -> Result<bool, $crate::Error> {
+                self.guard.release().await
+            }
+
+            #[doc = concat!("The ", $what, " as a plain guard.")]
+            pub fn into_guard(self) -> $crate::LockGuard {
+                self.guard
+            }
+        }
+    };
+}
+pub(crate) use wraps_guard;

@@ -9,7 +9,7 @@ mod attempt;
 mod guard;
 
 pub use guard::LockGuard;
-pub(crate) use guard::check_extension;
+pub(crate) use guard::{check_extension, wraps_guard};
 
 use crate::client::{Client, Watchdog};
 use crate::error::Error;

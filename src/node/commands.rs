@@ -10,7 +10,10 @@ use redis::{Cmd, Pipeline, RedisError, Script, ServerError, Value};
 use super::{Node, Request};
 use crate::clock;
 use crate::error::{NodeError, NodeErrorKind, Step};
-use crate::scripts::{COMMIT, EXTEND, GRANT_SLOT, INSPECT, Keys, RELEASE};
+use crate::scripts::{
+    COMMIT, EXTEND, GRANT_SLOT, Hold, INSPECT, Keys, RELEASE, RW_EXTEND_READER, RW_READ,
+    RW_RELEASE_READER, RW_WRITE, RwKeys,
+};
 
 /// Whether a release is announced to waiters on the resource's release channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +169,78 @@ impl Node {
         }
     }
 
+    /// A reader-writer lock's writer grant (`rw_write.lua`): `Some(counter)` when granted,
+    /// `None` where another writer holds or readers live (its waiting marker is left
+    /// there). The counter is incremented only on a grant, while the key is ours, so the
+    /// mutex's token argument holds.
+    ///
+    /// `waiter` names the marker: one id per wait, the same through its attempts, so a
+    /// writer's retries renew its own marker and its grant removes it.
+    pub(crate) async fn grant_writer(
+        self: &Arc<Self>,
+        keys: &RwKeys,
+        owner: &str,
+        waiter: &str,
+        ttl_ms: u64,
+        on_repeat: impl Fn(),
+    ) -> Result<Option<u64>, NodeError> {
+        let w = &keys.writer;
+        let request = evalsha(
+            &RW_WRITE,
+            &[&w.lock, &w.fence, &keys.reader.lock, &keys.waiting.lock],
+            |c| {
+                c.arg(owner).arg(ttl_ms).arg(waiter);
+            },
+        );
+        let v = self
+            .call_repeating(Step::Acquire, request, on_repeat)
+            .await?;
+        self.granted_counter(v)
+    }
+
+    /// A reader-writer lock's reader grant (`rw_read.lua`): `Some(counter)` (the fence
+    /// counter as the node has it, 0 before any writer) when the reader joined the set,
+    /// `None` where a writer holds or waits.
+    pub(crate) async fn grant_reader(
+        self: &Arc<Self>,
+        keys: &RwKeys,
+        owner: &str,
+        ttl_ms: u64,
+        on_repeat: impl Fn(),
+    ) -> Result<Option<u64>, NodeError> {
+        let r = &keys.reader;
+        let request = evalsha(
+            &RW_READ,
+            &[&r.lock, &r.fence, &keys.writer.lock, &keys.waiting.lock],
+            |c| {
+                c.arg(owner).arg(ttl_ms);
+            },
+        );
+        let v = self
+            .call_repeating(Step::Acquire, request, on_repeat)
+            .await?;
+        match v {
+            Value::Nil | Value::Boolean(false) => Ok(None),
+            ref bulk @ Value::BulkString(_) => self
+                .counter(bulk)
+                .map(Some)
+                .ok_or_else(|| self.bad_reply(Step::Acquire, &v)),
+            other => Err(self.bad_reply(Step::Acquire, &other)),
+        }
+    }
+
+    /// A grant script's answer: a positive counter (decimal string), or a refusal.
+    fn granted_counter(&self, v: Value) -> Result<Option<u64>, NodeError> {
+        match v {
+            Value::Nil | Value::Boolean(false) => Ok(None),
+            ref bulk @ Value::BulkString(_) => match self.counter(bulk) {
+                Some(n) if n >= 1 => Ok(Some(n)),
+                _ => Err(self.bad_reply(Step::Acquire, &v)),
+            },
+            other => Err(self.bad_reply(Step::Acquire, &other)),
+        }
+    }
+
     /// The error for a `SET` the node rejected, with a hint where the reason is known.
     fn refused_set(&self, step: Step, e: &ServerError, key: &str) -> NodeError {
         let err = NodeError::from_redis(&self.name, step, RedisError::from(e.clone()));
@@ -215,7 +290,11 @@ impl Node {
         owner: &str,
         ttl_ms: u64,
     ) -> Result<bool, NodeError> {
-        let request = evalsha(&EXTEND, &[&keys.lock], |c| {
+        let script = match keys.hold {
+            Hold::Key => &EXTEND,
+            Hold::Member => &RW_EXTEND_READER,
+        };
+        let request = evalsha(script, &[&keys.lock], |c| {
             c.arg(owner).arg(ttl_ms);
         });
         let v = self.call(Step::Extend, request).await?;
@@ -234,7 +313,11 @@ impl Node {
             Announce::Waiters => keys.released.as_str(),
             Announce::Quietly => "",
         };
-        let request = evalsha(&RELEASE, &[&keys.lock], |c| {
+        let script = match keys.hold {
+            Hold::Key => &RELEASE,
+            Hold::Member => &RW_RELEASE_READER,
+        };
+        let request = evalsha(script, &[&keys.lock], |c| {
             c.arg(owner).arg(channel);
         });
         let repeated_at = Mutex::new(None);

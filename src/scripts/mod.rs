@@ -22,6 +22,20 @@ pub(crate) static RELEASE: LazyLock<Script> =
 pub(crate) static GRANT_SLOT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("grant_slot.lua")));
 
+/// A reader-writer lock's writer grant: refused while readers live (leaving the waiting
+/// marker), else the mutex's grant.
+pub(crate) static RW_WRITE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("rw_write.lua")));
+/// A reader-writer lock's reader grant: an entry with its own expiry in the reader set.
+pub(crate) static RW_READ: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("rw_read.lua")));
+/// Renews a reader's entry while it is live.
+pub(crate) static RW_EXTEND_READER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("rw_extend_reader.lua")));
+/// Removes a reader's entry.
+pub(crate) static RW_RELEASE_READER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("rw_release_reader.lua")));
+
 /// Read-only: owner, remaining TTL and counter of one resource.
 pub(crate) static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("inspect.lua")));
@@ -41,6 +55,18 @@ pub(crate) struct Keys {
     pub(crate) fence: String,
     /// The pub/sub channel on which releases are announced.
     pub(crate) released: String,
+    /// How a lease on these keys is held.
+    pub(crate) hold: Hold,
+}
+
+/// How a lease is held on a node, which decides how it is extended and released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// `lock` is a string key holding the owner id, with the lease as its TTL.
+    Key,
+    /// `lock` is a sorted set of owners, each with its own expiry (a reader-writer
+    /// lock's readers).
+    Member,
 }
 
 impl Keys {
@@ -50,6 +76,7 @@ impl Keys {
             lock: format!("{prefix}:{{{tag}}}:lock"),
             fence: format!("{prefix}:{{{tag}}}:fence"),
             released: format!("{prefix}:{{{tag}}}:released"),
+            hold: Hold::Key,
         }
     }
 }
@@ -65,6 +92,49 @@ impl Keys {
             lock: format!("{prefix}:{{{tag}}}:permit:{slot}"),
             fence: format!("{prefix}:{{{tag}}}:permit:{slot}:fence"),
             released: format!("{prefix}:{{{tag}}}:permits:released"),
+            hold: Hold::Key,
+        }
+    }
+}
+
+/// The keys of the reader-writer lock `name`: `P:{R}:rw:lock` (the writer's key),
+/// `P:{R}:rw:fence`, `P:{R}:rw:readers` (the reader set), `P:{R}:rw:waiting` (a waiting
+/// writer's marker) and the channel `P:{R}:rw:released`, apart from a mutex of the same
+/// name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RwKeys {
+    /// A writer's lease: the writer key.
+    pub(crate) writer: Keys,
+    /// A reader's lease: its entry in the reader set.
+    pub(crate) reader: Keys,
+    /// A waiting writer's marker, as a key its writer can release (announced: readers
+    /// wait for it to go).
+    pub(crate) waiting: Keys,
+}
+
+impl RwKeys {
+    pub(crate) fn new(prefix: &str, name: &str) -> Self {
+        let tag = hash_tag(name);
+        let key = |what: &str| format!("{prefix}:{{{tag}}}:rw:{what}");
+        Self {
+            writer: Keys {
+                lock: key("lock"),
+                fence: key("fence"),
+                released: key("released"),
+                hold: Hold::Key,
+            },
+            reader: Keys {
+                lock: key("readers"),
+                fence: key("fence"),
+                released: key("released"),
+                hold: Hold::Member,
+            },
+            waiting: Keys {
+                lock: key("waiting"),
+                fence: key("fence"),
+                released: key("released"),
+                hold: Hold::Key,
+            },
         }
     }
 }

@@ -28,18 +28,15 @@
 //! leave no slot a majority although a permit is free; that attempt fails and is retried
 //! like a split vote of the lock.
 
-use std::ops::Deref;
 use std::sync::Arc;
 
 use rand::RngExt;
 
 use crate::client::{Client, Watchdog};
 use crate::error::{ConfigError, Error};
-use crate::lease::LeaseHandle;
-use crate::lease::grant::{self, Granted, Terms, Won};
-use crate::lease::wait::{self, Held, Waiting};
-use crate::lease::watchdog::WatchdogTask;
-use crate::mutex::{AcquireOptions, AcquirePlan, LockGuard, check_resource};
+use crate::lease::grant::{self, Granted, Won};
+use crate::lease::wait::{self, Waiting};
+use crate::mutex::{AcquireOptions, AcquirePlan, LockGuard, check_resource, wraps_guard};
 use crate::scripts::Keys;
 
 /// Most permits a semaphore may have. Each grant reads the slots in turn on every node
@@ -219,17 +216,12 @@ impl Semaphore {
     /// One attempt: the lease core's grant with the slots as candidates, tried from a
     /// random slot on.
     async fn attempt(&self, plan: &AcquirePlan) -> Result<Option<Permit>, Error> {
-        let s = self.client.settings();
-        let terms = Terms {
-            ttl: plan.ttl,
-            min_validity: s.min_validity,
-            node_timeout: s.node_timeout,
-        };
         let k = self.slots.len();
         let first = rand::rng().random_range(0..k);
         let slot = move |candidate: usize| (first + candidate) % k;
         let order: Arc<[Arc<Keys>]> = (0..k).map(|c| Arc::clone(&self.slots[slot(c)])).collect();
         let name = |c| format!("{}#{}", self.name, slot(c));
+        let terms = self.client.terms(plan, true);
         let won = grant::acquire(self.client.nodes(), &self.name, &order, terms, name, |c| {
             let order = Arc::clone(&order);
             async move {
@@ -242,15 +234,10 @@ impl Semaphore {
             }
         })
         .await?;
-        Ok(won.map(|Won { candidate, lease }| {
-            let watchdog = plan
-                .watchdog
-                .map(|w| WatchdogTask::start(&lease, w, self.client.watchdog_count()));
-            Permit {
-                guard: LockGuard::new(LeaseHandle::new(lease, watchdog)),
-                slot: slot(candidate),
-                permits: k,
-            }
+        Ok(won.map(|Won { candidate, lease }| Permit {
+            guard: self.client.guard(lease, plan),
+            slot: slot(candidate),
+            permits: k,
         }))
     }
 }
@@ -273,23 +260,7 @@ pub struct Permit {
     permits: usize,
 }
 
-impl Deref for Permit {
-    type Target = LockGuard;
-
-    fn deref(&self) -> &LockGuard {
-        &self.guard
-    }
-}
-
-impl Held for Permit {
-    fn lease(&self) -> &LeaseHandle {
-        self.guard.lease()
-    }
-
-    fn into_lease(self) -> LeaseHandle {
-        self.guard.into_lease()
-    }
-}
+wraps_guard!(Permit, "permit");
 
 impl Permit {
     /// The slot held, in `0..permits`.
@@ -300,21 +271,5 @@ impl Permit {
     /// The semaphore's permit count.
     pub fn permits(&self) -> usize {
         self.permits
-    }
-
-    /// Releases the permit; as [`LockGuard::release`]: `Ok(false)` means it had already
-    /// been lost.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NoQuorum`] when failed nodes kept the answer out of reach; the slot's
-    /// keys left behind expire with their TTL.
-    pub async fn release(self) -> Result<bool, Error> {
-        self.guard.release().await
-    }
-
-    /// The permit as a plain guard (its slot is in its [`resource`](LockGuard::resource)).
-    pub fn into_guard(self) -> LockGuard {
-        self.guard
     }
 }
