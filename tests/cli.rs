@@ -402,3 +402,72 @@ async fn permits_let_k_commands_run_at_once() {
     assert!(stderr(&o).contains("permits of 0"), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
 }
+
+/// `--read` commands run together; a `--write` waits for them (here: gives up with the
+/// "held" status), then runs alone; the mode is in the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_run_together_and_a_writer_alone() {
+    let c = cluster(3);
+    let go = scratch("go");
+    let outs = [scratch("a"), scratch("b")];
+    let readers: Vec<_> = outs
+        .iter()
+        .map(|out| {
+            let script = format!(
+                "echo \"$REDFENCE_MODE $REDFENCE_LOCK $REDFENCE_TOKEN\" > {out}.tmp; mv {out}.tmp {out}; \
+                 while [ ! -e {go} ]; do sleep 0.02; done",
+                out = out.display(),
+                go = go.display()
+            );
+            Command::new(env!("CARGO_BIN_EXE_redfence"))
+                .env("REDFENCE_NODES", nodes(&c))
+                .args(["run", "--read", "catalog", "--", "sh", "-c", &script])
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let start = Instant::now();
+    while !outs.iter().all(|o| o.exists()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the readers never ran together"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let writer = redfence(
+        &nodes(&c),
+        &["run", "--write", "--wait", "300ms", "catalog", "--", "true"],
+    );
+    assert_eq!(writer.status.code(), Some(75), "{}", stderr(&writer));
+    std::fs::write(&*go, b"").unwrap();
+    for r in readers {
+        let o = r.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    for out in &outs {
+        let seen = std::fs::read_to_string(out).unwrap();
+        assert!(seen.starts_with("read catalog "), "{seen}");
+    }
+    let written = scratch("w");
+    let script = format!(
+        "echo \"$REDFENCE_MODE $REDFENCE_TOKEN\" > {}",
+        written.display()
+    );
+    let o = redfence(
+        &nodes(&c),
+        &["run", "--write", "catalog", "--", "sh", "-c", &script],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let seen = std::fs::read_to_string(&written).unwrap();
+    let words: Vec<&str> = seen.split_whitespace().collect();
+    assert_eq!(words[0], "write", "{seen}");
+    assert!(words[1].parse::<u64>().unwrap() >= 1, "{seen}");
+
+    let o = redfence(
+        &nodes(&c),
+        &["run", "--read", "--write", "catalog", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -17,7 +17,10 @@ The command runs with REDFENCE_LOCK (the name), REDFENCE_TOKEN (the fencing toke
 it to every write) and REDFENCE_VALIDITY_MS in its environment. With --permits K, NAME is
 a counting semaphore: at most K commands run at once across every machine; the command
 also gets REDFENCE_SLOT (which of the K it holds), REDFENCE_LOCK is NAME#SLOT, and the
-token increases per slot, so fence writes by REDFENCE_LOCK. A watchdog keeps the
+token increases per slot, so fence writes by REDFENCE_LOCK. With --read or --write, NAME
+is a reader-writer lock: any number of --read commands run together, a --write command
+runs alone (and new readers wait behind a waiting writer); REDFENCE_MODE says which. A
+reader's token is at least every earlier writer's. A watchdog keeps the
 lock alive while it runs; it is released when the command exits, and redfence exits
 with the command's status. The command runs in a process group of its own (as with
 timeout(1)), so signals reach everything it starts. If the lock is lost, the group gets
@@ -29,7 +32,8 @@ stopped: its lock expires with the TTL, and only the fencing token protects its 
 Examples:
   redfence run --nodes redis://h1:6379,redis://h2:6379,redis://h3:6379 reindex -- ./reindex.sh
   redfence run --wait 0s --ttl 30s nightly -- sh -c 'backup --fence \"$REDFENCE_TOKEN\"'
-  redfence run --permits 4 --wait 10m crawlers -- ./crawl.sh";
+  redfence run --permits 4 --wait 10m crawlers -- ./crawl.sh
+  redfence run --read catalog -- ./report.sh     redfence run --write catalog -- ./reindex.sh";
 
 #[derive(Args)]
 pub(crate) struct RunArgs {
@@ -46,8 +50,14 @@ pub(crate) struct RunArgs {
     max_hold: Option<Duration>,
     /// Hold one of K permits of a counting semaphore instead of the lock (every run of
     /// NAME must give the same K).
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", conflicts_with_all = ["read", "write"])]
     permits: Option<usize>,
+    /// Hold NAME as a reader of a reader-writer lock (shared with other readers).
+    #[arg(long, conflicts_with = "write")]
+    read: bool,
+    /// Hold NAME as the writer of a reader-writer lock (alone).
+    #[arg(long)]
+    write: bool,
     /// Time between SIGTERM and SIGKILL when the lock is lost.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     grace: Duration,
@@ -142,12 +152,8 @@ async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> E
     // A zero wait means one attempt.
     let wait = args.wait.max(Duration::from_millis(1));
     let options = acquire_options(wait, args.max_hold);
-    let held = match args.permits {
-        None => client
-            .acquire_with(&args.name, options)
-            .await
-            .map(|g| (g, None)),
-        Some(k) => match client.semaphore(&args.name, k) {
+    let held = match (args.permits, args.read, args.write) {
+        (Some(k), ..) => match client.semaphore(&args.name, k) {
             Ok(sem) => sem
                 .acquire_with(options)
                 .await
@@ -155,6 +161,18 @@ async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> E
                 .map(|(slot, g)| (g, Some(slot))),
             Err(e) => Err(e),
         },
+        (None, true, _) => match client.rwlock(&args.name) {
+            Ok(l) => l.read_with(options).await.map(|r| (r.into_guard(), None)),
+            Err(e) => Err(e),
+        },
+        (None, _, true) => match client.rwlock(&args.name) {
+            Ok(l) => l.write_with(options).await.map(|w| (w.into_guard(), None)),
+            Err(e) => Err(e),
+        },
+        (None, false, false) => client
+            .acquire_with(&args.name, options)
+            .await
+            .map(|g| (g, None)),
     };
     let (guard, slot) = match held {
         Ok(held) => held,
@@ -184,6 +202,9 @@ async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> E
     let mut command = Command::new(program);
     if let Some(slot) = slot {
         command.env("REDFENCE_SLOT", slot.to_string());
+    }
+    if args.read || args.write {
+        command.env("REDFENCE_MODE", if args.read { "read" } else { "write" });
     }
     let spawned = command
         .args(rest)
