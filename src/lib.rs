@@ -34,8 +34,8 @@ pub use clock::now;
 pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};
 pub use fence::FencingToken;
 pub use interface::{
-    BoxFuture, DistributedLock, DistributedSemaphore, KeyLocks, Keyed, LocalLocks, LockHandle,
-    LockProvider, SemaphoreProvider,
+    BoxFuture, DistributedLock, DistributedRwLock, DistributedSemaphore, KeyLocks, Keyed,
+    LocalLocks, LockHandle, LockProvider, RwLockProvider, SemaphoreProvider,
 };
 pub use lease::LockState;
 pub use mutex::{AcquireOptions, LockGuard, MAX_RESOURCE_LEN};

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use redfence::testkit::conformance::Conformance;
 use redfence::{
-    BoxFuture, DistributedLock, DistributedSemaphore, Error, FencingToken, LocalLocks, LockHandle,
-    LockProvider, LossReason, SemaphoreProvider,
+    BoxFuture, DistributedLock, DistributedRwLock, DistributedSemaphore, Error, FencingToken,
+    LocalLocks, LockHandle, LockProvider, LossReason, RwLockProvider, SemaphoreProvider,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,9 +24,15 @@ async fn the_quorum_client_conforms() {
     let provider: Arc<dyn LockProvider> = Arc::new(client.clone());
     let passed = Conformance::new().check(provider.as_ref()).await.unwrap();
     assert_eq!(passed.len(), 6);
-    let semaphores: Arc<dyn SemaphoreProvider> = Arc::new(client);
+    let semaphores: Arc<dyn SemaphoreProvider> = Arc::new(client.clone());
     let passed = Conformance::new()
         .check_semaphores(semaphores.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(passed.len(), 5);
+    let rwlocks: Arc<dyn RwLockProvider> = Arc::new(client);
+    let passed = Conformance::new()
+        .check_rwlocks(rwlocks.as_ref())
         .await
         .unwrap();
     assert_eq!(passed.len(), 5);
@@ -38,6 +44,7 @@ async fn the_local_twin_conforms() {
     Conformance::new().check(provider.as_ref()).await.unwrap();
     let locks = LocalLocks::new();
     Conformance::new().check_semaphores(&locks).await.unwrap();
+    Conformance::new().check_rwlocks(&locks).await.unwrap();
     // Its semaphores' slots are apart from its locks of the same names.
     let held = locks.lock("x#0").unwrap().try_acquire(None).await.unwrap();
     let sem = SemaphoreProvider::semaphore(&locks, "x", 1).unwrap();
@@ -63,6 +70,11 @@ async fn the_local_twin_runs_on_paused_time() {
     Conformance::new()
         .ttl(Duration::from_secs(60))
         .check_semaphores(&LocalLocks::new())
+        .await
+        .unwrap();
+    Conformance::new()
+        .ttl(Duration::from_secs(60))
+        .check_rwlocks(&LocalLocks::new())
         .await
         .unwrap();
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -242,4 +254,79 @@ async fn an_over_admitting_semaphore_is_caught() {
         .unwrap_err();
     assert_eq!(err.check, "permit bound", "{err}");
     assert!(err.detail.contains("fourth permit of three"), "{err}");
+}
+
+/// A reader-writer lock whose writers only ever try, leaving no mark while they wait:
+/// readers stream past them.
+#[derive(Debug)]
+struct NoPreference(LocalLocks);
+
+#[derive(Debug)]
+struct NoPreferenceLock(Box<dyn DistributedRwLock>);
+
+impl RwLockProvider for NoPreference {
+    fn rwlock(&self, name: &str) -> Result<Box<dyn DistributedRwLock>, Error> {
+        Ok(Box::new(NoPreferenceLock(self.0.rwlock(name)?)))
+    }
+}
+
+impl DistributedRwLock for NoPreferenceLock {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn try_read(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        self.0.try_read(ttl)
+    }
+
+    fn read(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        self.0.read(ttl, wait)
+    }
+
+    fn try_write(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        self.0.try_write(ttl)
+    }
+
+    fn write(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(async move {
+            let give_up = tokio::time::Instant::now() + wait.unwrap_or(Duration::from_secs(10));
+            loop {
+                if let Some(h) = self.0.try_write(ttl).await? {
+                    return Ok(h);
+                }
+                if tokio::time::Instant::now() >= give_up {
+                    return Err(Error::WaitTimeout {
+                        resource: self.name().to_owned(),
+                        waited: Duration::ZERO,
+                        attempts: 0,
+                        last_error: None,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_writer_without_preference_is_caught() {
+    let err = Conformance::new()
+        .check_rwlocks(&NoPreference(LocalLocks::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.check, "rw writer preference", "{err}");
 }

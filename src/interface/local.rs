@@ -9,7 +9,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    BoxFuture, DistributedLock, DistributedSemaphore, LockHandle, LockProvider, SemaphoreProvider,
+    BoxFuture, DistributedLock, DistributedRwLock, DistributedSemaphore, LockHandle, LockProvider,
+    RwLockProvider, SemaphoreProvider,
 };
 use crate::client::{DEFAULT_TTL, DEFAULT_WAIT};
 use crate::error::{ConfigError, Error, LossReason};
@@ -59,7 +60,21 @@ struct Shared {
 struct Name {
     counter: u64,
     holder: Option<Holder>,
+    /// A reader-writer lock's readers, each with its own expiry.
+    readers: Vec<Holder>,
+    /// A reader-writer lock's waiting writer: its wait's id, and when the marker expires.
+    waiting: Option<(u64, Instant)>,
     released: Arc<Notify>,
+}
+
+impl Name {
+    /// `owner`'s record: the key's holder, or one of the readers (owner ids are unique).
+    fn holder_mut(&mut self, owner: u64) -> Option<&mut Holder> {
+        if self.holder.is_some_and(|h| h.owner == owner) {
+            return self.holder.as_mut();
+        }
+        self.readers.iter_mut().find(|h| h.owner == owner)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -126,15 +141,83 @@ impl Shared {
             owner,
             expires: now + ttl,
         });
-        Ok(LocalHandle {
+        Ok(self.handle(key, name, owner, entry.counter, ttl))
+    }
+
+    fn handle(
+        self: &Arc<Self>,
+        key: &str,
+        name: &str,
+        owner: u64,
+        token: u64,
+        ttl: Duration,
+    ) -> LocalHandle {
+        LocalHandle {
             shared: Arc::clone(self),
             key: key.to_owned(),
             name: name.to_owned(),
             owner,
-            token: FencingToken::new(entry.counter),
+            token: FencingToken::new(token),
             ttl,
             released: false,
-        })
+        }
+    }
+
+    /// One attempt on the reader-writer lock stored under `key`, as a reader or (with
+    /// the wait's id, for its marker) a writer; on refusal, when to look again. The same
+    /// rules as the nodes' scripts: readers are refused while a writer holds or waits; a
+    /// writer is refused while another holds, or while readers live (then it marks its
+    /// wait); a reader's token is the counter, a writer's the counter incremented.
+    fn take_rw(
+        self: &Arc<Self>,
+        key: &str,
+        name: &str,
+        ttl: Duration,
+        writer: Option<u64>,
+    ) -> Result<LocalHandle, Instant> {
+        let mut names = self.names();
+        let entry = names.entry(key.to_owned()).or_default();
+        let now = Instant::now();
+        entry.readers.retain(|r| r.expires > now);
+        entry.waiting = entry.waiting.filter(|&(_, until)| until > now);
+        if let Some(h) = entry.holder.filter(|h| h.expires > now) {
+            return Err(h.expires);
+        }
+        let owner = self.owners.fetch_add(1, Ordering::Relaxed);
+        let me = Holder {
+            owner,
+            expires: now + ttl,
+        };
+        let Some(waiter) = writer else {
+            if let Some((_, until)) = entry.waiting {
+                return Err(until);
+            }
+            entry.readers.push(me);
+            return Ok(self.handle(key, name, owner, entry.counter, ttl));
+        };
+        if let Some(first) = entry.readers.iter().map(|r| r.expires).min() {
+            if entry.waiting.is_none_or(|(w, _)| w == waiter) {
+                entry.waiting = Some((waiter, now + ttl));
+            }
+            return Err(first);
+        }
+        if entry.waiting.is_some_and(|(w, _)| w == waiter) {
+            entry.waiting = None;
+        }
+        entry.counter += 1;
+        entry.holder = Some(me);
+        Ok(self.handle(key, name, owner, entry.counter, ttl))
+    }
+
+    /// A writer's wait ended: its marker goes, and the readers it held off are woken.
+    fn withdraw(&self, key: &str, waiter: u64) {
+        let mut names = self.names();
+        if let Some(entry) = names.get_mut(key)
+            && entry.waiting.is_some_and(|(w, _)| w == waiter)
+        {
+            entry.waiting = None;
+            entry.released.notify_waiters();
+        }
     }
 }
 
@@ -237,6 +320,131 @@ async fn wait_for(
             () = notified => {}
             () = tokio::time::sleep_until(expires.min(give_up)) => {}
         }
+    }
+}
+
+impl RwLockProvider for LocalLocks {
+    fn rwlock(&self, name: &str) -> Result<Box<dyn DistributedRwLock>, Error> {
+        check_resource(name)?;
+        Ok(Box::new(LocalRwLock {
+            locks: self.clone(),
+            name: name.to_owned(),
+            // Apart from locks and semaphores of the same name.
+            key: format!("\0rw\0{name}"),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct LocalRwLock {
+    locks: LocalLocks,
+    name: String,
+    key: String,
+}
+
+impl LocalRwLock {
+    fn released(&self) -> Arc<Notify> {
+        let mut names = self.locks.shared.names();
+        Arc::clone(&names.entry(self.key.clone()).or_default().released)
+    }
+
+    /// A writer's wait (or single attempt), whose marker goes when it ends without the
+    /// lock, cancelled included; `None` for a reader.
+    fn writer(&self, write: bool) -> Option<Withdraw<'_>> {
+        write.then(|| Withdraw {
+            lock: self,
+            id: self.locks.shared.owners.fetch_add(1, Ordering::Relaxed),
+            won: false,
+        })
+    }
+
+    async fn try_take(
+        &self,
+        ttl: Option<Duration>,
+        write: bool,
+    ) -> Result<Option<Box<dyn LockHandle>>, Error> {
+        let ttl = self.locks.ttl(ttl)?;
+        let mut writer = self.writer(write);
+        let id = writer.as_ref().map(|w| w.id);
+        let got = self
+            .locks
+            .shared
+            .take_rw(&self.key, &self.name, ttl, id)
+            .ok();
+        if let Some(w) = writer.as_mut() {
+            w.won = got.is_some();
+        }
+        Ok(got.map(|h| Box::new(h) as Box<dyn LockHandle>))
+    }
+
+    async fn take(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+        write: bool,
+    ) -> Result<Box<dyn LockHandle>, Error> {
+        let ttl = self.locks.ttl(ttl)?;
+        let wait = wait.unwrap_or(self.locks.wait);
+        let mut writer = self.writer(write);
+        let id = writer.as_ref().map(|w| w.id);
+        let shared = &self.locks.shared;
+        let attempt = || shared.take_rw(&self.key, &self.name, ttl, id);
+        let got = wait_for(&self.name, wait, &self.released(), attempt).await;
+        if let Some(w) = writer.as_mut() {
+            w.won = got.is_ok();
+        }
+        got
+    }
+}
+
+/// A local writer's wait: its marker id, withdrawn on drop unless it won.
+struct Withdraw<'a> {
+    lock: &'a LocalRwLock,
+    id: u64,
+    won: bool,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        if !self.won {
+            self.lock.locks.shared.withdraw(&self.lock.key, self.id);
+        }
+    }
+}
+
+impl DistributedRwLock for LocalRwLock {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn try_read(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        Box::pin(self.try_take(ttl, false))
+    }
+
+    fn read(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(self.take(ttl, wait, false))
+    }
+
+    fn try_write(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        Box::pin(self.try_take(ttl, true))
+    }
+
+    fn write(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(self.take(ttl, wait, true))
     }
 }
 
@@ -345,9 +553,9 @@ struct LocalHandle {
 impl LocalHandle {
     /// This owner's expiry, while it holds the name and has not expired.
     fn expires(&self) -> Option<Instant> {
-        let names = self.shared.names();
-        let holder = names.get(&self.key)?.holder?;
-        (holder.owner == self.owner && holder.expires > Instant::now()).then_some(holder.expires)
+        let mut names = self.shared.names();
+        let holder = *names.get_mut(&self.key)?.holder_mut(self.owner)?;
+        (holder.expires > Instant::now()).then_some(holder.expires)
     }
 
     /// Frees the name if this owner holds it; true when the lease had not expired.
@@ -357,14 +565,13 @@ impl LocalHandle {
         let Some(name) = names.get_mut(&self.key) else {
             return false;
         };
-        match name.holder {
-            Some(h) if h.owner == self.owner => {
-                name.holder = None;
-                name.released.notify_waiters();
-                h.expires > Instant::now()
-            }
-            _ => false,
-        }
+        let Some(h) = name.holder_mut(self.owner).copied() else {
+            return false;
+        };
+        name.holder = name.holder.filter(|h| h.owner != self.owner);
+        name.readers.retain(|r| r.owner != self.owner);
+        name.released.notify_waiters();
+        h.expires > Instant::now()
     }
 
     fn lost_error(&self) -> Error {
@@ -399,8 +606,11 @@ impl LockHandle for LocalHandle {
             check_extension(ttl)?;
             let mut names = self.shared.names();
             let now = Instant::now();
-            match names.get_mut(&self.key).and_then(|n| n.holder.as_mut()) {
-                Some(h) if h.owner == self.owner && h.expires > now => {
+            match names
+                .get_mut(&self.key)
+                .and_then(|n| n.holder_mut(self.owner))
+            {
+                Some(h) if h.expires > now => {
                     h.expires = h.expires.max(now + ttl);
                     Ok(h.expires - now)
                 }

@@ -1,7 +1,8 @@
 //! Object-safe lock interfaces, to write code against, swap implementations behind, and
 //! fake in unit tests: [`LockProvider`] hands out named [`DistributedLock`]s, whose
 //! acquisitions are [`LockHandle`]s; [`SemaphoreProvider`] hands out
-//! [`DistributedSemaphore`]s, whose permits are [`LockHandle`]s too. Every method returns a boxed future, so each trait
+//! [`DistributedSemaphore`]s, whose permits are [`LockHandle`]s too; [`RwLockProvider`]
+//! hands out [`DistributedRwLock`]s, whose readers and writers are [`LockHandle`]s. Every method returns a boxed future, so each trait
 //! works as `Arc<dyn …>` / `Box<dyn …>`.
 //!
 //! [`Client`] implements them over the quorum; [`LocalLocks`] is an in-process twin with
@@ -60,6 +61,7 @@ use crate::client::{Client, Watchdog};
 use crate::error::{Error, LossReason};
 use crate::fence::FencingToken;
 use crate::mutex::{AcquireOptions, LockGuard, check_resource};
+use crate::rwlock::RwLock;
 use crate::semaphore::Semaphore;
 
 /// A boxed, `Send` future: what every method of these traits returns.
@@ -131,6 +133,53 @@ pub trait DistributedSemaphore: Send + Sync + fmt::Debug {
     /// Waits for a permit for up to `wait` (the provider's default when `None`); an
     /// [`Error::WaitTimeout`] when none came.
     fn acquire(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>>;
+}
+
+/// Hands out named reader-writer locks.
+///
+/// The contract, beside the locks': while a writer's handle is valid, no other handle of
+/// the name (reader or writer) is; readers' handles are valid together. A writer waiting
+/// for readers holds new readers off (writer preference). Writers' tokens strictly
+/// increase; a reader's token is at least every earlier writer's (readers may share one).
+pub trait RwLockProvider: Send + Sync + fmt::Debug {
+    /// The reader-writer lock `name`; nothing is contacted yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidResource`] for an empty or over-long name.
+    fn rwlock(&self, name: &str) -> Result<Box<dyn DistributedRwLock>, Error>;
+}
+
+/// One named reader-writer lock; both sides' leases are [`LockHandle`]s.
+pub trait DistributedRwLock: Send + Sync + fmt::Debug {
+    /// Its name.
+    fn name(&self) -> &str;
+
+    /// One attempt to read (`Ok(None)`: a writer holds or waits).
+    fn try_read(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>>;
+
+    /// Waits up to `wait` to read.
+    fn read(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>>;
+
+    /// One attempt to write (`Ok(None)`: a writer or readers hold it).
+    fn try_write(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>>;
+
+    /// Waits up to `wait` to write, holding new readers off meanwhile.
+    fn write(
         &self,
         ttl: Option<Duration>,
         wait: Option<Duration>,
@@ -255,6 +304,60 @@ impl DistributedSemaphore for Semaphore {
         Box::pin(async move {
             let permit = self.acquire_with(options(ttl, wait)).await?;
             Ok(Box::new(permit.into_guard()) as Box<dyn LockHandle>)
+        })
+    }
+}
+
+impl RwLockProvider for Client {
+    fn rwlock(&self, name: &str) -> Result<Box<dyn DistributedRwLock>, Error> {
+        Ok(Box::new(Client::rwlock(self, name)?))
+    }
+}
+
+impl DistributedRwLock for RwLock {
+    fn name(&self) -> &str {
+        RwLock::name(self)
+    }
+
+    fn try_read(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        Box::pin(async move {
+            let r = self.try_read_with(options(ttl, None)).await?;
+            Ok(r.map(|r| Box::new(r.into_guard()) as Box<dyn LockHandle>))
+        })
+    }
+
+    fn read(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(async move {
+            let r = self.read_with(options(ttl, wait)).await?;
+            Ok(Box::new(r.into_guard()) as Box<dyn LockHandle>)
+        })
+    }
+
+    fn try_write(
+        &self,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
+        Box::pin(async move {
+            let w = self.try_write_with(options(ttl, None)).await?;
+            Ok(w.map(|w| Box::new(w.into_guard()) as Box<dyn LockHandle>))
+        })
+    }
+
+    fn write(
+        &self,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(async move {
+            let w = self.write_with(options(ttl, wait)).await?;
+            Ok(Box::new(w.into_guard()) as Box<dyn LockHandle>)
         })
     }
 }

@@ -22,13 +22,12 @@
 //!
 //! [`LocalLocks`]: crate::LocalLocks
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use std::collections::HashMap;
-
 use crate::{
-    DistributedSemaphore, Error, FencingToken, LockHandle, LockProvider, LossReason,
-    SemaphoreProvider,
+    DistributedRwLock, DistributedSemaphore, Error, FencingToken, LockHandle, LockProvider,
+    LossReason, RwLockProvider, SemaphoreProvider,
 };
 
 /// A broken promise: which check, and what happened.
@@ -452,5 +451,149 @@ impl Conformance {
             ok(CHECK, h.release().await)?;
         }
         Ok(())
+    }
+
+    /// Runs every reader-writer check against `provider` (the contract of
+    /// [`RwLockProvider`]); the names of the checks passed, or the first violation.
+    ///
+    /// # Errors
+    ///
+    /// The first [`Violation`].
+    pub async fn check_rwlocks(
+        &self,
+        provider: &dyn RwLockProvider,
+    ) -> Result<Vec<&'static str>, Violation> {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let lock = |check: &str| {
+            let name = format!("conformance-rw-{check}-{run}");
+            ok("rw", provider.rwlock(&name))
+        };
+        self.rw_sharing(lock("sharing")?.as_ref()).await?;
+        self.rw_exclusion(lock("exclusion")?.as_ref()).await?;
+        self.rw_preference(lock("preference")?.as_ref()).await?;
+        self.rw_tokens(lock("tokens")?.as_ref()).await?;
+        self.rw_expiry(lock("expiry")?.as_ref()).await?;
+        Ok(vec![
+            "rw readers share",
+            "rw writer alone",
+            "rw writer preference",
+            "rw tokens",
+            "rw expiry",
+        ])
+    }
+
+    fn wait(&self) -> Option<Duration> {
+        Some(3 * self.ttl)
+    }
+
+    /// Readers hold together; a writer is refused meanwhile, and a wait for it times out
+    /// as "held".
+    async fn rw_sharing(&self, lock: &dyn DistributedRwLock) -> Result<(), Violation> {
+        const CHECK: &str = "rw readers share";
+        let a = ok(CHECK, lock.read(Some(self.ttl), self.wait()).await)?;
+        let Some(b) = ok(CHECK, lock.try_read(Some(self.ttl)).await)? else {
+            return fail(CHECK, "a second reader was refused");
+        };
+        if ok(CHECK, lock.try_write(Some(self.ttl)).await)?.is_some() {
+            return fail(CHECK, "a writer got in with two readers");
+        }
+        match lock.write(Some(self.ttl), Some(self.ttl / 10)).await {
+            Err(e) if e.is_held_elsewhere() => {}
+            Err(e) => return fail(CHECK, format!("a writer's wait failed with {e}")),
+            Ok(_) => return fail(CHECK, "a waiting writer got in with two readers"),
+        }
+        for h in [a, b] {
+            if !ok(CHECK, h.release().await)? {
+                return fail(CHECK, "releasing a held reader answered false");
+            }
+        }
+        Ok(())
+    }
+
+    /// A writer holds alone: readers and writers are refused until it releases.
+    async fn rw_exclusion(&self, lock: &dyn DistributedRwLock) -> Result<(), Violation> {
+        const CHECK: &str = "rw writer alone";
+        let w = ok(CHECK, lock.write(Some(self.ttl), self.wait()).await)?;
+        if ok(CHECK, lock.try_read(Some(self.ttl)).await)?.is_some() {
+            return fail(CHECK, "a reader got in with a writer");
+        }
+        if ok(CHECK, lock.try_write(Some(self.ttl)).await)?.is_some() {
+            return fail(CHECK, "a second writer got in");
+        }
+        match lock.read(Some(self.ttl), Some(self.ttl / 10)).await {
+            Err(e) if e.is_held_elsewhere() => {}
+            Err(e) => return fail(CHECK, format!("a reader's wait failed with {e}")),
+            Ok(_) => return fail(CHECK, "a waiting reader got in with a writer"),
+        }
+        if !ok(CHECK, w.release().await)? {
+            return fail(CHECK, "releasing the writer answered false");
+        }
+        let r = ok(CHECK, lock.read(Some(self.ttl), self.wait()).await)?;
+        ok(CHECK, r.release().await).map(drop)
+    }
+
+    /// A writer waiting for a reader holds new readers off, and gets in when the reader
+    /// leaves.
+    async fn rw_preference(&self, lock: &dyn DistributedRwLock) -> Result<(), Violation> {
+        const CHECK: &str = "rw writer preference";
+        let r = ok(CHECK, lock.read(Some(self.ttl), self.wait()).await)?;
+        let (w, newcomer) = tokio::join!(lock.write(Some(self.ttl), self.wait()), async {
+            tokio::time::sleep(self.ttl / 5).await;
+            let newcomer = lock.try_read(Some(self.ttl)).await;
+            let released = r.release().await;
+            (newcomer, released)
+        });
+        let (newcomer, released) = newcomer;
+        if ok(CHECK, newcomer)?.is_some() {
+            return fail(CHECK, "a new reader got in while a writer waited");
+        }
+        if !ok(CHECK, released)? {
+            return fail(CHECK, "releasing the first reader answered false");
+        }
+        let w = ok(CHECK, w)?;
+        ok(CHECK, w.release().await).map(drop)
+    }
+
+    /// Writers' tokens strictly increase; a reader's is at least every earlier writer's.
+    async fn rw_tokens(&self, lock: &dyn DistributedRwLock) -> Result<(), Violation> {
+        const CHECK: &str = "rw tokens";
+        let mut last: Option<FencingToken> = None;
+        for _ in 0..3 {
+            let w = ok(CHECK, lock.write(Some(self.ttl), self.wait()).await)?;
+            let written = w.token();
+            if let Some(prev) = last.filter(|p| written <= *p) {
+                return fail(CHECK, format!("writer token {written} after {prev}"));
+            }
+            last = Some(written);
+            ok(CHECK, w.release().await)?;
+            let r = ok(CHECK, lock.read(Some(self.ttl), self.wait()).await)?;
+            if r.token() < written {
+                return fail(
+                    CHECK,
+                    format!(
+                        "reader token {} below the earlier writer's {written}",
+                        r.token()
+                    ),
+                );
+            }
+            ok(CHECK, r.release().await)?;
+        }
+        Ok(())
+    }
+
+    /// A reader left alone expires: its loss is reported and a writer gets in.
+    async fn rw_expiry(&self, lock: &dyn DistributedRwLock) -> Result<(), Violation> {
+        const CHECK: &str = "rw expiry";
+        let r = ok(CHECK, lock.read(Some(self.ttl), self.wait()).await)?;
+        match tokio::time::timeout(2 * self.ttl, r.lost()).await {
+            Ok(LossReason::Released) => return fail(CHECK, "lost() said released, not lost"),
+            Ok(_) => {}
+            Err(_) => return fail(CHECK, "no loss reported after twice the TTL"),
+        }
+        let w = ok(CHECK, lock.write(Some(self.ttl), self.wait()).await)?;
+        if ok(CHECK, r.release().await)? {
+            return fail(CHECK, "releasing an expired reader answered true");
+        }
+        ok(CHECK, w.release().await).map(drop)
     }
 }
