@@ -358,7 +358,7 @@ impl LocalRwLock {
         })
     }
 
-    async fn try_take(
+    fn try_take(
         &self,
         ttl: Option<Duration>,
         write: bool,
@@ -421,7 +421,7 @@ impl DistributedRwLock for LocalRwLock {
         &self,
         ttl: Option<Duration>,
     ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
-        Box::pin(self.try_take(ttl, false))
+        Box::pin(std::future::ready(self.try_take(ttl, false)))
     }
 
     fn read(
@@ -436,7 +436,7 @@ impl DistributedRwLock for LocalRwLock {
         &self,
         ttl: Option<Duration>,
     ) -> BoxFuture<'_, Result<Option<Box<dyn LockHandle>>, Error>> {
-        Box::pin(self.try_take(ttl, true))
+        Box::pin(std::future::ready(self.try_take(ttl, true)))
     }
 
     fn write(
