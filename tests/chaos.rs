@@ -20,11 +20,13 @@ use rand::{RngExt, SeedableRng};
 use redfence::fence::{RedisFencedStore, Verdict};
 use redfence::testkit::history::{Check, Event, History};
 use redfence::testkit::{Cluster, Fault as Net, Persistence, Proxies};
-use redfence::{AcquireOptions, Client, Error, LockGuard, LockState, Permit};
+use redfence::{AcquireOptions, Client, Error, LockGuard, LockState, Permit, WriteGuard};
 
 const TTL: Duration = Duration::from_secs(1);
-/// Contended by eight workers: two locks and a semaphore.
-const CONTENDED: [&str; 3] = ["chaos-a", "chaos-b", POOL];
+/// Contended by eight workers: two locks, a semaphore and a reader-writer lock.
+const CONTENDED: [&str; 4] = ["chaos-a", "chaos-b", POOL, RW];
+/// A reader-writer lock: two takers in three read.
+const RW: &str = "chaos-rw";
 /// A counting semaphore of [`PERMITS`]: its permits are held as `chaos-pool#SLOT`.
 const POOL: &str = "chaos-pool";
 const PERMITS: usize = 2;
@@ -94,6 +96,11 @@ async fn worker(
     let h = &shared.history;
     while !shared.stop.load(Ordering::SeqCst) {
         let resource = resources[rng.random_range(0..resources.len())];
+        if resource == RW && rng.random_range(0..3) != 0 {
+            let hold = rng.random_range(1..20);
+            reader(id, &client, &shared, hold).await;
+            continue;
+        }
         let pause = !long
             && shared
                 .pauses
@@ -106,6 +113,11 @@ async fn worker(
         let acquired = if resource == POOL {
             match client.semaphore(POOL, PERMITS) {
                 Ok(pool) => pool.acquire_with(options).await.map(Permit::into_guard),
+                Err(e) => Err(e),
+            }
+        } else if resource == RW {
+            match client.rwlock(RW) {
+                Ok(rw) => rw.write_with(options).await.map(WriteGuard::into_guard),
                 Err(e) => Err(e),
             }
         } else {
@@ -149,6 +161,61 @@ async fn worker(
         }
         let _ = guard.release().await;
     }
+}
+
+/// A reader of [`RW`]: holds for `hold_ms` (or until its lease is lost), and records the
+/// read with its window for the checker.
+async fn reader(id: usize, client: &Client, shared: &Shared, hold_ms: u64) {
+    let h = &shared.history;
+    let started = Instant::now();
+    let read = match client.rwlock(RW) {
+        Ok(rw) => rw.read().await,
+        Err(e) => Err(e),
+    };
+    let r = match read {
+        Ok(r) => r,
+        Err(e) => {
+            h.record(Event::AcquireFailed {
+                worker: id,
+                resource: RW.into(),
+                reason: reason(&e),
+            });
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            return;
+        }
+    };
+    let acquired = Instant::now();
+    let ended = tokio::select! {
+        biased;
+        _ = r.lost() => {
+            let state = r.state().borrow().clone();
+            match state {
+                LockState::Lost { reason, at } => {
+                    h.record(Event::Lost {
+                        worker: id,
+                        resource: RW.into(),
+                        token: r.token(),
+                        at,
+                        deadline: r.deadline(),
+                        reason: reason.to_string(),
+                    });
+                    at
+                }
+                _ => Instant::now(),
+            }
+        }
+        () = tokio::time::sleep(Duration::from_millis(hold_ms)) => Instant::now(),
+    };
+    h.record(Event::Read {
+        worker: id,
+        resource: RW.into(),
+        token: r.token(),
+        started,
+        acquired,
+        ended,
+        deadline: r.deadline(),
+    });
+    let _ = r.release().await;
 }
 
 /// Two fenced writes a few milliseconds apart, abandoned the moment the lock is lost.

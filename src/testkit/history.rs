@@ -90,6 +90,24 @@ pub enum Event {
         /// Its permit count.
         permits: usize,
     },
+    /// A reader of a reader-writer lock held it and stopped; its writers record
+    /// [`Acquired`](Self::Acquired) and [`Ended`](Self::Ended) under the same `resource`.
+    Read {
+        /// Who.
+        worker: usize,
+        /// The lock name.
+        resource: String,
+        /// The reader's token.
+        token: FencingToken,
+        /// When the read call started.
+        started: Instant,
+        /// When it returned.
+        acquired: Instant,
+        /// When the reader stopped assuming it held the lock.
+        ended: Instant,
+        /// The last validity deadline it had been given.
+        deadline: Instant,
+    },
     /// A fault was injected.
     Nemesis {
         /// When.
@@ -132,6 +150,11 @@ pub enum Check {
     /// No more holders of a semaphore's permits are valid at once than it has permits,
     /// while the assumptions hold.
     PermitBound,
+    /// No reader is valid while a writer of the same lock is, while the assumptions hold.
+    ReadWrite,
+    /// A reader's token is at least the token of every writer whose acquisition returned
+    /// before the read started.
+    ReaderToken,
 }
 
 impl fmt::Display for Check {
@@ -143,6 +166,8 @@ impl fmt::Display for Check {
             Self::StaleWrite => "stale writes rejected",
             Self::LossInTime => "losses reported before the deadline",
             Self::PermitBound => "no more permit holders than permits",
+            Self::ReadWrite => "no reader valid with a writer",
+            Self::ReaderToken => "reader tokens cover earlier writers",
         })
     }
 }
@@ -218,6 +243,8 @@ impl fmt::Display for Report {
             Check::StaleWrite,
             Check::LossInTime,
             Check::PermitBound,
+            Check::ReadWrite,
+            Check::ReaderToken,
         ] {
             row(f, &format!("violations: {check}"), &self.count(check))?;
         }
@@ -278,6 +305,7 @@ impl History {
         let mut ended: HashMap<(&str, FencingToken), (Instant, Instant)> = HashMap::new();
         let mut unsafe_spans = Vec::new();
         let mut semaphores: HashMap<&str, usize> = HashMap::new();
+        let mut reads: Vec<&Event> = Vec::new();
         for e in &events {
             match e {
                 Event::Acquired {
@@ -355,6 +383,10 @@ impl History {
                 Event::Semaphore { name, permits } => {
                     semaphores.insert(name, *permits);
                 }
+                read @ Event::Read { .. } => {
+                    report.acquisitions += 1;
+                    reads.push(read);
+                }
                 Event::Nemesis {
                     at: when,
                     breaks_assumptions_until,
@@ -370,6 +402,9 @@ impl History {
 
         // Per semaphore, every slot's windows: (from, to, worker).
         let mut permit_windows: HashMap<&str, Vec<(Instant, Instant, usize)>> = HashMap::new();
+        // Per reader-writer lock, its writers' windows.
+        let mut writer_windows: HashMap<&str, Vec<(Instant, Instant, usize, FencingToken)>> =
+            HashMap::new();
         for (resource, list) in &mut acquired {
             token_order(resource, list, &at, &mut report);
             let windows: Vec<Window> = list
@@ -391,6 +426,10 @@ impl History {
                 })
                 .filter(|w| !unsafe_spans.iter().any(|&(a, b)| w.from <= b && a <= w.to))
                 .collect();
+            writer_windows
+                .entry(resource)
+                .or_default()
+                .extend(windows.iter().map(|w| (w.from, w.to, w.worker, w.token)));
             if let Some(name) = semaphore_of(resource, &semaphores) {
                 permit_windows
                     .entry(name)
@@ -401,6 +440,58 @@ impl History {
         }
         for (name, windows) in permit_windows {
             permit_bound(name, semaphores[name], windows, &at, &mut report);
+        }
+        for read in reads {
+            let Event::Read {
+                worker,
+                resource,
+                token,
+                started,
+                acquired: from,
+                ended,
+                deadline,
+            } = read
+            else {
+                continue;
+            };
+            let to = (*ended).min(*deadline);
+            // Writers whose acquisition returned before this read started.
+            let floor = acquired
+                .get(resource.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|&&(_, done, _, _)| done < *started)
+                .map(|&(_, _, t, w)| (t, w))
+                .max();
+            if let Some((t, w)) = floor.filter(|(t, _)| token < t) {
+                report.violations.push(Violation {
+                    check: Check::ReaderToken,
+                    detail: format!(
+                        "{resource}: worker {worker} read from {} with token {token}, below \
+                         writer {w}'s earlier {t}",
+                        at(*started)
+                    ),
+                });
+            }
+            let unsafe_read = unsafe_spans.iter().any(|&(a, b)| *from <= b && a <= to);
+            let overlapping = writer_windows
+                .get(resource.as_str())
+                .into_iter()
+                .flatten()
+                .find(|&&(wf, wt, _, _)| *from < wt && wf < to);
+            if let (false, Some(&(wf, wt, w, t))) = (unsafe_read, overlapping) {
+                report.violations.push(Violation {
+                    check: Check::ReadWrite,
+                    detail: format!(
+                        "{resource}: worker {worker} read ({} to {}) while writer {w} (token {t}) \
+                         held it ({} to {})",
+                        at(*from),
+                        at(to),
+                        at(wf),
+                        at(wt)
+                    ),
+                });
+            }
         }
 
         for (resource, log) in store_logs {
@@ -688,6 +779,37 @@ mod tests {
         let r = h.check(&HashMap::new());
         assert_eq!(r.count(Check::PermitBound), 1, "{r}");
         assert_eq!(r.count(Check::Exclusion), 0, "{r}");
+    }
+
+    /// Readers overlapping each other are fine; one overlapping a writer, or with a token
+    /// below an earlier writer's, is flagged.
+    #[test]
+    fn readers_are_checked_against_writers() {
+        let (h, b) = (History::new(), Instant::now());
+        hold(&h, b, 1, 5, [0, 5, 100, 900]);
+        let read = |worker, token, times: [u64; 4]| {
+            let [started, acquired, ended, deadline] = times.map(|t| ms(b, t));
+            h.record(Event::Read {
+                worker,
+                resource: "r".into(),
+                token: FencingToken::new(token),
+                started,
+                acquired,
+                ended,
+                deadline,
+            });
+        };
+        read(2, 5, [110, 120, 300, 1100]);
+        read(3, 6, [130, 140, 250, 1100]);
+        let r = h.check(&HashMap::new());
+        assert!(r.is_clean(), "{r}");
+        assert_eq!(r.acquisitions, 3);
+
+        read(4, 5, [50, 60, 80, 1000]);
+        read(5, 4, [200, 210, 220, 1000]);
+        let r = h.check(&HashMap::new());
+        assert_eq!(r.count(Check::ReadWrite), 1, "{r}");
+        assert_eq!(r.count(Check::ReaderToken), 1, "{r}");
     }
 
     /// Brute force: every pair where one acquisition returned before the other started.
