@@ -168,6 +168,8 @@ enum Contender {
     Redfence(Client),
     /// One permit of a semaphore of [`PERMITS`], through the same client.
     Permit(Client),
+    /// A reader of a reader-writer lock, through the same client.
+    Reader(Client),
     Raw(Raw),
     Rslock(rslock::LockManager),
 }
@@ -177,6 +179,7 @@ impl Contender {
         match self {
             Self::Redfence(_) => "redfence",
             Self::Permit(_) => "permit",
+            Self::Reader(_) => "reader",
             Self::Raw(_) => "raw",
             Self::Rslock(_) => "rslock",
         }
@@ -206,6 +209,17 @@ impl Contender {
                 let a = t.elapsed();
                 let t = Instant::now();
                 let _ = p.release().await;
+                Some((a, t.elapsed()))
+            }
+            Self::Reader(c) => {
+                let lock = c.rwlock(key).ok()?;
+                let r = tokio::time::timeout(Duration::from_secs(1), lock.try_read())
+                    .await
+                    .ok()?
+                    .ok()??;
+                let a = t.elapsed();
+                let t = Instant::now();
+                let _ = r.release().await;
                 Some((a, t.elapsed()))
             }
             Self::Raw(r) => {
@@ -279,7 +293,7 @@ impl Contender {
                 tokio::time::sleep(hold).await;
                 Some((wait, h, held))
             }
-            Self::Raw(_) | Self::Permit(_) => None,
+            Self::Raw(_) | Self::Permit(_) | Self::Reader(_) => None,
         }
     }
 }
@@ -433,6 +447,7 @@ fn clone_contender(c: &Contender) -> Contender {
     match c {
         Contender::Redfence(x) => Contender::Redfence(x.clone()),
         Contender::Permit(x) => Contender::Permit(x.clone()),
+        Contender::Reader(x) => Contender::Reader(x.clone()),
         Contender::Raw(x) => Contender::Raw(x.clone()),
         Contender::Rslock(x) => Contender::Rslock(x.clone()),
     }
@@ -729,6 +744,7 @@ fn main() {
             let primitives = [
                 Contender::Redfence(client.clone()),
                 Contender::Permit(client.clone()),
+                Contender::Reader(client.clone()),
             ];
             let mut found =
                 uncontended("8 primitives", &primitives, rounds, per_round, budget).await;
