@@ -348,3 +348,80 @@ async fn scoped_runs_and_names() {
         Error::InvalidResource { .. }
     ));
 }
+
+/// Releases wake waiters on both sides: a writer waiting for a reader, and a reader
+/// waiting for a writer, each long before its 20 s retry delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releases_wake_waiters_on_both_sides() {
+    let cluster = cluster(3);
+    let patient = || {
+        client(&cluster)
+            .retry_delay(Duration::from_secs(20))
+            .retry_jitter(Duration::ZERO)
+            .wait(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (patient(), patient());
+    let (la, lb) = (a.rwlock("wake").unwrap(), b.rwlock("wake").unwrap());
+
+    let r = la.read().await.unwrap();
+    let writer = tokio::spawn({
+        let lb = lb.clone();
+        async move { lb.write().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!writer.is_finished());
+    assert!(r.release().await.unwrap());
+    let w = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("the reader's release did not wake the writer")
+        .unwrap()
+        .unwrap();
+
+    let reader = tokio::spawn({
+        let la = la.clone();
+        async move { la.read().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!reader.is_finished());
+    let written = w.token();
+    assert!(w.release().await.unwrap());
+    let r = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the writer's release did not wake the reader")
+        .unwrap()
+        .unwrap();
+    assert!(r.token() >= written);
+    r.release().await.unwrap();
+}
+
+/// A reader's watchdog reports the loss when a majority no longer has its entry, and
+/// its release then says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_watchdog_reports_its_loss() {
+    let cluster = cluster(3);
+    let c = client(&cluster)
+        .ttl(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let lock = c.rwlock("gone").unwrap();
+    let r = lock
+        .read_with(AcquireOptions::new().watchdog(true))
+        .await
+        .unwrap();
+    let key = "redfence:{gone}:rw:readers";
+    for i in [0, 1] {
+        let members: Vec<String> = support::cmd(&cluster, i, &["ZRANGE", key, "0", "-1"]).await;
+        assert_eq!(members.len(), 1, "node {i}: {members:?}");
+        let _: i64 = support::cmd(&cluster, i, &["DEL", key]).await;
+    }
+    let reason = tokio::time::timeout(Duration::from_secs(5), r.lost())
+        .await
+        .expect("no loss reported");
+    assert!(
+        matches!(reason, redfence::LossReason::NotOwner { .. }),
+        "{reason:?}"
+    );
+    assert!(!r.release().await.unwrap(), "it had been lost");
+}
