@@ -193,3 +193,65 @@ where
     eprintln!("`{property}` broken ({report:?}):\n{trace}");
     trace
 }
+
+/// What [`random_walks`] found.
+struct Walks {
+    walks: usize,
+    steps: usize,
+}
+
+/// Random schedules, as a complement to the exhaustive search for systems too large for
+/// it: `walks` runs from an initial state, each taking a random enabled action until none
+/// is left or `max_depth` steps have passed, with every `always` property checked at
+/// every state. Seeded, so a failure reproduces. Returns the trace of the first
+/// violation.
+fn random_walks<M>(model: &M, walks: usize, max_depth: usize, seed: u64) -> Result<Walks, String>
+where
+    M: Model,
+    M::State: Debug + Clone,
+    M::Action: Debug + Clone,
+{
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    let mut rng = StdRng::seed_from_u64(seed);
+    let always: Vec<_> = model
+        .properties()
+        .into_iter()
+        .filter(|p| p.expectation == Expectation::Always)
+        .collect();
+    let inits = model.init_states();
+    let mut steps = 0;
+    let mut actions = Vec::new();
+    for walk in 0..walks {
+        let Some(first) = inits.get(rng.random_range(0..inits.len().max(1))) else {
+            return Err("the model has no initial state".into());
+        };
+        let mut state = first.clone();
+        let mut trace: Vec<(Option<M::Action>, M::State)> = vec![(None, state.clone())];
+        for _ in 0..=max_depth {
+            if let Some(p) = always.iter().find(|p| !(p.condition)(model, &state)) {
+                let mut out = format!("walk {walk} (seed {seed}) broke \"{}\":\n", p.name);
+                for (action, s) in &trace {
+                    if let Some(a) = action {
+                        out.push_str(&format!("  -> {a:?}\n"));
+                    }
+                    out.push_str(&format!("     {s:?}\n"));
+                }
+                return Err(out);
+            }
+            actions.clear();
+            model.actions(&state, &mut actions);
+            if actions.is_empty() || trace.len() > max_depth {
+                break;
+            }
+            let action = actions[rng.random_range(0..actions.len())].clone();
+            if let Some(next) = model.next_state(&state, action.clone()) {
+                state = next;
+                trace.push((Some(action), state.clone()));
+                steps += 1;
+            }
+        }
+    }
+    Ok(Walks { walks, steps })
+}

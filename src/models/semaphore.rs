@@ -314,7 +314,7 @@ fn places_unordered(s: &State) -> State {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{assert_caught, assert_safe};
+    use super::super::{assert_caught, assert_safe, random_walks};
     use super::*;
 
     fn model(construction: Construction) -> SemaphoreModel {
@@ -355,5 +355,35 @@ mod tests {
         m.clients = 4;
         m.attempts = 1;
         assert_safe(m, usize::MAX);
+    }
+
+    /// A system too large to search whole (5 nodes, 3 permits, 5 clients taking 3 permits
+    /// each): 10,000 random schedules of the slot construction, none over-admitting; the
+    /// same walks find the per-node count's over-admission, so they can fail.
+    #[test]
+    #[ignore = "model check: scripts/models.sh runs it in release"]
+    fn random_schedules_of_a_larger_system() {
+        let larger = |construction| SemaphoreModel {
+            nodes: 5,
+            clients: 5,
+            permits: 3,
+            attempts: 3,
+            construction,
+        };
+        let started = std::time::Instant::now();
+        let walks = random_walks(&larger(Construction::Slots), 10_000, 200, 13)
+            .unwrap_or_else(|trace| panic!("{trace}"));
+        println!(
+            "{} random schedules ({} steps) of the slot construction in {:.1?}",
+            walks.walks,
+            walks.steps,
+            started.elapsed()
+        );
+        let naive = random_walks(&larger(Construction::PerNodeCount), 10_000, 200, 13);
+        let Err(trace) = naive else {
+            panic!("10,000 random schedules missed the per-node count's over-admission");
+        };
+        assert!(trace.contains("at most K holders"), "{trace}");
+        println!("{}", trace.lines().next().unwrap_or_default());
     }
 }
