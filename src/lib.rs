@@ -2,7 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
-// Dependencies point one way: mutex, semaphore and rwlock (the primitives) → client → lease → core → node →
+// Dependencies point one way: mutex, semaphore, rwlock and set (the primitives) → client → lease → core → node →
 // scripts; error, clock and fence are leaves; ops and testkit sit on top.
 mod client;
 mod clock;
@@ -19,6 +19,7 @@ mod ops;
 mod rwlock;
 mod scripts;
 mod semaphore;
+mod set;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
@@ -42,3 +43,4 @@ pub use mutex::{AcquireOptions, LockGuard, MAX_RESOURCE_LEN};
 pub use ops::{LockStatus, NodeCheck, NodeLock, NodeView, NodeWarning};
 pub use rwlock::{ReadGuard, RwLock, WriteGuard};
 pub use semaphore::{MAX_PERMITS, Permit, Semaphore};
+pub use set::{MAX_SET, SetGuard};

@@ -56,18 +56,34 @@ impl Claim {
 /// One node's grant: which of the attempt's candidates it gave (an index into them; the
 /// mutex has one candidate, a semaphore one per slot) and the candidate's fence counter,
 /// incremented while the key was ours there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Granted {
     pub(crate) candidate: usize,
     pub(crate) counter: u64,
+    /// A set's other resources' counters, in `Keys::rest` order (empty otherwise).
+    pub(crate) more: Box<[u64]>,
 }
 
 impl Granted {
     /// The grant of a primitive with one candidate.
     pub(crate) fn only(counter: u64) -> Self {
+        Self::of(0, counter)
+    }
+
+    /// Candidate `candidate` granted, with its counter.
+    pub(crate) fn of(candidate: usize, counter: u64) -> Self {
         Self {
-            candidate: 0,
+            candidate,
             counter,
+            more: Box::default(),
+        }
+    }
+
+    /// Resource `r`'s counter (0: the candidate's own key, then `Keys::rest`).
+    fn counter_of(&self, r: usize) -> Option<u64> {
+        match r {
+            0 => Some(self.counter),
+            r => self.more.get(r - 1).copied(),
         }
     }
 }
@@ -172,20 +188,43 @@ where
         (Decision::Refused, _) => return Ok(None),
         _ => return Err(no_quorum(resource, Step::Acquire, &round, n)),
     };
-    let grants: Vec<(usize, u64)> = round
-        .answers
-        .iter()
-        .filter_map(|(i, r)| match r {
-            Ok(Some(g)) if g.candidate == won => Some((*i, g.counter)),
-            _ => None,
-        })
-        .collect();
-    let Some(plan) = TokenPlan::new(&grants) else {
-        return Err(no_quorum(resource, Step::Acquire, &round, n));
-    };
+    // One token per resource of the lease (a set has several), each planned and committed
+    // as the mutex's: the commit rounds of a set run together.
     let keys = &candidates[won];
+    let mut plans = Vec::with_capacity(1 + keys.rest.len());
+    for r in 0..=keys.rest.len() {
+        let grants: Vec<(usize, u64)> = round
+            .answers
+            .iter()
+            .filter_map(|(i, a)| match a {
+                Ok(Some(g)) if g.candidate == won => g.counter_of(r).map(|c| (*i, c)),
+                _ => None,
+            })
+            .collect();
+        let Some(plan) = TokenPlan::new(&grants) else {
+            return Err(no_quorum(resource, Step::Acquire, &round, n));
+        };
+        plans.push(plan);
+    }
     if terms.commit {
-        commit(nodes, resource, keys, &owner, &plan).await?;
+        if keys.rest.is_empty() {
+            commit(nodes, resource, keys, &owner, &plans[0]).await?;
+        } else {
+            let each: Vec<Arc<Keys>> = keys
+                .locks()
+                .map(|k| {
+                    Arc::new(Keys {
+                        rest: Vec::new(),
+                        ..k.clone()
+                    })
+                })
+                .collect();
+            let rounds = each
+                .iter()
+                .zip(&plans)
+                .map(|(k, plan)| commit(nodes, resource, k, &owner, plan));
+            futures::future::try_join_all(rounds).await?;
+        }
     }
 
     // Validity counts from before the first command was sent, and is recomputed after
@@ -208,7 +247,11 @@ where
             resource: lease_name(won),
             keys: Arc::clone(keys),
             owner: owner.clone(),
-            token: FencingToken::new(plan.token),
+            token: FencingToken::new(plans[0].token),
+            rest_tokens: plans[1..]
+                .iter()
+                .map(|p| FencingToken::new(p.token))
+                .collect(),
             ttl,
             acquired_at: start,
             deadline: start + (ttl - drift),

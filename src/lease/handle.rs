@@ -57,6 +57,11 @@ impl LeaseHandle {
         self.lease.token
     }
 
+    /// A set's other resources' tokens, in `Keys::rest` order.
+    pub(crate) fn rest_tokens(&self) -> &[FencingToken] {
+        &self.lease.rest_tokens
+    }
+
     /// The lock name.
     pub(crate) fn resource(&self) -> &str {
         &self.lease.resource
@@ -219,6 +224,7 @@ mod tests {
             keys: Arc::new(Keys::new("test", "r")),
             owner: "owner".into(),
             token: FencingToken::new(1),
+            rest_tokens: Box::default(),
             ttl: Duration::from_secs(60),
             acquired_at: now,
             deadline: now + Duration::from_secs(59),

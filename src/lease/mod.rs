@@ -35,6 +35,8 @@ pub(crate) struct Lease {
     pub(crate) keys: Arc<Keys>,
     pub(crate) owner: Arc<str>,
     pub(crate) token: FencingToken,
+    /// A set's other resources' tokens, in `Keys::rest` order.
+    pub(crate) rest_tokens: Box<[FencingToken]>,
     pub(crate) ttl: Duration,
     pub(crate) acquired_at: Instant,
     pub(crate) initial_validity: Duration,
@@ -67,6 +69,7 @@ pub(crate) struct LeaseParts {
     pub(crate) keys: Arc<Keys>,
     pub(crate) owner: Arc<str>,
     pub(crate) token: FencingToken,
+    pub(crate) rest_tokens: Box<[FencingToken]>,
     pub(crate) ttl: Duration,
     /// When the acquisition started (validity counts from there).
     pub(crate) acquired_at: Instant,
@@ -83,6 +86,7 @@ impl Lease {
             keys: p.keys,
             owner: p.owner,
             token: p.token,
+            rest_tokens: p.rest_tokens,
             ttl: p.ttl,
             acquired_at: p.acquired_at,
             ledger: p.ledger,

@@ -11,7 +11,7 @@ use super::{Node, Request};
 use crate::clock;
 use crate::error::{NodeError, NodeErrorKind, Step};
 use crate::scripts::{
-    COMMIT, EXTEND, GRANT_SLOT, Hold, INSPECT, Keys, RELEASE, RW_EXTEND_READER, RW_READ,
+    COMMIT, EXTEND, GRANT_ALL, GRANT_SLOT, Hold, INSPECT, Keys, RELEASE, RW_EXTEND_READER, RW_READ,
     RW_RELEASE_READER, RW_WRITE, RwKeys,
 };
 
@@ -169,6 +169,41 @@ impl Node {
         }
     }
 
+    /// A set's grant (`grant_all.lua`): the counters of every resource in `keys.locks()`
+    /// order when all were granted, `None` when any is another owner's (then nothing was
+    /// touched). Each resource's key and counter follow the mutex's rule, so each token
+    /// argument is the mutex's, per resource.
+    pub(crate) async fn grant_all(
+        self: &Arc<Self>,
+        keys: &Keys,
+        owner: &str,
+        ttl_ms: u64,
+        on_repeat: impl Fn(),
+    ) -> Result<Option<Vec<u64>>, NodeError> {
+        let step = Step::Acquire;
+        let names: Vec<&str> = keys
+            .locks()
+            .map(|k| k.lock.as_str())
+            .chain(keys.locks().map(|k| k.fence.as_str()))
+            .collect();
+        let request = evalsha(&GRANT_ALL, &names, |c| {
+            c.arg(owner).arg(ttl_ms);
+        });
+        let v = self.call_repeating(step, request, on_repeat).await?;
+        let counters = match &v {
+            Value::Nil | Value::Boolean(false) => return Ok(None),
+            Value::Array(items) => items
+                .iter()
+                .map(|c| self.counter(c).filter(|&n| n >= 1))
+                .collect::<Option<Vec<u64>>>(),
+            _ => None,
+        };
+        match counters {
+            Some(c) if c.len() == keys.rest.len() + 1 => Ok(Some(c)),
+            _ => Err(self.bad_reply(step, &v)),
+        }
+    }
+
     /// A reader-writer lock's writer grant (`rw_write.lua`): `Some(counter)` when granted,
     /// `None` where another writer holds or readers live (its waiting marker is left
     /// there). The counter is incremented only on a grant, while the key is ours, so the
@@ -294,9 +329,16 @@ impl Node {
             Hold::Key => &EXTEND,
             Hold::Member => &RW_EXTEND_READER,
         };
-        let request = evalsha(script, &[&keys.lock], |c| {
-            c.arg(owner).arg(ttl_ms);
-        });
+        let request = if keys.rest.is_empty() {
+            evalsha(script, &[&keys.lock], |c| {
+                c.arg(owner).arg(ttl_ms);
+            })
+        } else {
+            let locks: Vec<&str> = keys.locks().map(|k| k.lock.as_str()).collect();
+            evalsha(script, &locks, |c| {
+                c.arg(owner).arg(ttl_ms);
+            })
+        };
         let v = self.call(Step::Extend, request).await?;
         self.flag(Step::Extend, v)
     }
@@ -317,9 +359,22 @@ impl Node {
             Hold::Key => &RELEASE,
             Hold::Member => &RW_RELEASE_READER,
         };
-        let request = evalsha(script, &[&keys.lock], |c| {
-            c.arg(owner).arg(channel);
-        });
+        let request = if keys.rest.is_empty() {
+            evalsha(script, &[&keys.lock], |c| {
+                c.arg(owner).arg(channel);
+            })
+        } else {
+            let locks: Vec<&str> = keys.locks().map(|k| k.lock.as_str()).collect();
+            evalsha(script, &locks, |c| {
+                c.arg(owner);
+                for k in keys.locks() {
+                    c.arg(match announce {
+                        Announce::Waiters => k.released.as_str(),
+                        Announce::Quietly => "",
+                    });
+                }
+            })
+        };
         let repeated_at = Mutex::new(None);
         let v = self
             .call_repeating(Step::Release, request, || {

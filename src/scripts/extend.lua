@@ -1,10 +1,15 @@
--- KEYS[1] lock key; ARGV[1] owner id, ARGV[2] TTL in ms.
--- Returns 1 when the lock is ours (its lease now runs at least ARGV[2] ms more), 0 when it
--- is not (another owner or gone). GT: a shorter extension never shortens the key, just as
--- the guard keeps the later of its deadlines; otherwise the key could expire while the
--- guard still reports the lock valid.
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2], 'GT')
-  return 1
+-- KEYS: the lock keys of one lease (one for a lock, several for a set); ARGV[1] owner id,
+-- ARGV[2] TTL in ms.
+-- Returns 1 when every key is ours (each lease now runs at least ARGV[2] ms more), 0 when
+-- one is not (another owner or gone; then none is touched). GT: a shorter extension never
+-- shortens a key, just as the guard keeps the later of its deadlines; otherwise a key
+-- could expire while the guard still reports the lock valid.
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then
+    return 0
+  end
 end
-return 0
+for i = 1, #KEYS do
+  redis.call('PEXPIRE', KEYS[i], ARGV[2], 'GT')
+end
+return 1

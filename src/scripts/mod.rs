@@ -36,6 +36,10 @@ pub(crate) static RW_EXTEND_READER: LazyLock<Script> =
 pub(crate) static RW_RELEASE_READER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("rw_release_reader.lua")));
 
+/// A set's grant: all keys or none.
+pub(crate) static GRANT_ALL: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("grant_all.lua")));
+
 /// Read-only: owner, remaining TTL and counter of one resource.
 pub(crate) static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("inspect.lua")));
@@ -57,6 +61,8 @@ pub(crate) struct Keys {
     pub(crate) released: String,
     /// How a lease on these keys is held.
     pub(crate) hold: Hold,
+    /// A set's other resources, held with this one as one lease (empty otherwise).
+    pub(crate) rest: Vec<Keys>,
 }
 
 /// How a lease is held on a node, which decides how it is extended and released.
@@ -77,11 +83,26 @@ impl Keys {
             fence: format!("{prefix}:{{{tag}}}:fence"),
             released: format!("{prefix}:{{{tag}}}:released"),
             hold: Hold::Key,
+            rest: Vec::new(),
         }
     }
 }
 
 impl Keys {
+    /// The keys of a set of resources held as one lease: the first resource's keys, with
+    /// the others in `rest`.
+    pub(crate) fn set(prefix: &str, resources: &[String]) -> Self {
+        let mut all = resources.iter().map(|r| Keys::new(prefix, r));
+        let mut first = all.next().unwrap_or_else(|| Keys::new(prefix, ""));
+        first.rest = all.collect();
+        first
+    }
+
+    /// Every lock key of the lease, this one's first.
+    pub(crate) fn locks(&self) -> impl Iterator<Item = &Keys> {
+        std::iter::once(self).chain(&self.rest)
+    }
+
     /// Slot `slot` of the semaphore `name`: `P:{R}:permit:S` and `P:{R}:permit:S:fence`,
     /// each slot a mutex with its own counter. Every slot shares the release channel
     /// `P:{R}:permits:released`, so any release wakes every waiter. The keys are apart
@@ -93,6 +114,7 @@ impl Keys {
             fence: format!("{prefix}:{{{tag}}}:permit:{slot}:fence"),
             released: format!("{prefix}:{{{tag}}}:permits:released"),
             hold: Hold::Key,
+            rest: Vec::new(),
         }
     }
 }
@@ -122,18 +144,21 @@ impl RwKeys {
                 fence: key("fence"),
                 released: key("released"),
                 hold: Hold::Key,
+                rest: Vec::new(),
             },
             reader: Keys {
                 lock: key("readers"),
                 fence: key("fence"),
                 released: key("released"),
                 hold: Hold::Member,
+                rest: Vec::new(),
             },
             waiting: Keys {
                 lock: key("waiting"),
                 fence: key("fence"),
                 released: key("released"),
                 hold: Hold::Key,
+                rest: Vec::new(),
             },
         }
     }

@@ -230,7 +230,7 @@ impl Semaphore {
                     .node
                     .grant_slot(&order, &c.owner, c.ttl_ms, on_repeat)
                     .await?;
-                Ok(granted.map(|(candidate, counter)| Granted { candidate, counter }))
+                Ok(granted.map(|(candidate, counter)| Granted::of(candidate, counter)))
             }
         })
         .await?;
