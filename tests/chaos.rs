@@ -82,6 +82,8 @@ struct Shared {
     stop: AtomicBool,
     /// Holder pauses the nemesis asked for and no worker has taken yet.
     pauses: AtomicUsize,
+    /// Sets of locks taken.
+    sets: AtomicUsize,
 }
 
 async fn worker(
@@ -99,6 +101,13 @@ async fn worker(
         if resource == RW && rng.random_range(0..3) != 0 {
             let hold = rng.random_range(1..20);
             reader(id, &client, &shared, hold).await;
+            continue;
+        }
+        if !long && rng.random_range(0..6) == 0 {
+            // A set of two of the locks, in either order.
+            let mut set = [CONTENDED[0], CONTENDED[1]];
+            set.shuffle(&mut rng);
+            set_holder(id, &client, &shared, &set, rng.random_range(1..15)).await;
             continue;
         }
         let pause = !long
@@ -161,6 +170,89 @@ async fn worker(
         }
         let _ = guard.release().await;
     }
+}
+
+/// A holder of a set of locks: each resource is recorded as a holder of that lock with
+/// its own token (so the checker holds the set to each lock's promises), and writes
+/// through the fence to each.
+async fn set_holder(id: usize, client: &Client, shared: &Shared, set: &[&str], hold_ms: u64) {
+    let h = &shared.history;
+    let started = Instant::now();
+    let g = match client.acquire_all(set).await {
+        Ok(g) => g,
+        Err(e) => {
+            h.record(Event::AcquireFailed {
+                worker: id,
+                resource: format!("{set:?}"),
+                reason: reason(&e),
+            });
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            return;
+        }
+    };
+    let acquired = Instant::now();
+    shared.sets.fetch_add(1, Ordering::SeqCst);
+    let tokens: Vec<(String, redfence::FencingToken)> = g
+        .tokens()
+        .into_iter()
+        .map(|(r, t)| (r.to_owned(), t))
+        .collect();
+    for (resource, token) in &tokens {
+        h.record(Event::Acquired {
+            worker: id,
+            resource: resource.clone(),
+            token: *token,
+            started,
+            acquired,
+        });
+    }
+    let work = async {
+        for (resource, token) in &tokens {
+            let value = format!("worker {id} set token {token}");
+            let verdict = shared
+                .store
+                .write(resource, *token, value.as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("the fenced store itself failed: {e}"));
+            h.record(Event::Write {
+                worker: id,
+                resource: resource.clone(),
+                token: *token,
+                verdict,
+                stale_by_design: false,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+    };
+    let lost = tokio::select! {
+        biased;
+        _ = g.lost() => match g.state().borrow().clone() {
+            LockState::Lost { reason, at } => Some((reason.to_string(), at)),
+            _ => None,
+        },
+        () = work => None,
+    };
+    let deadline = g.deadline();
+    for (resource, token) in &tokens {
+        if let Some((why, at)) = &lost {
+            h.record(Event::Lost {
+                worker: id,
+                resource: resource.clone(),
+                token: *token,
+                at: *at,
+                deadline,
+                reason: why.clone(),
+            });
+        }
+        h.record(Event::Ended {
+            worker: id,
+            resource: resource.clone(),
+            token: *token,
+            at: Instant::now(),
+            deadline,
+        });
+    }
+    let _ = g.release().await;
 }
 
 /// A reader of [`RW`]: holds for `hold_ms` (or until its lease is lost), and records the
@@ -537,6 +629,7 @@ async fn chaos_run_keeps_every_promise() {
         history: Arc::new(History::new()),
         stop: AtomicBool::new(false),
         pauses: AtomicUsize::new(0),
+        sets: AtomicUsize::new(0),
     });
     shared.history.record(Event::Semaphore {
         name: POOL.into(),
