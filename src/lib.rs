@@ -36,7 +36,8 @@ pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};
 pub use fence::FencingToken;
 pub use interface::{
     BoxFuture, DistributedLock, DistributedRwLock, DistributedSemaphore, KeyLocks, Keyed,
-    LocalLocks, LockHandle, LockProvider, RwLockProvider, SemaphoreProvider,
+    LocalLocks, LockHandle, LockProvider, RwLockProvider, SemaphoreProvider, SetHandle,
+    SetProvider,
 };
 pub use lease::LockState;
 pub use mutex::{AcquireOptions, LockGuard, MAX_RESOURCE_LEN};

@@ -471,3 +471,54 @@ async fn readers_run_together_and_a_writer_alone() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// `--all a,b`: the command runs holding both, told each token; while one is held
+/// elsewhere the set waits (here: gives up with the "held" status) and takes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_takes_a_set_of_locks() {
+    let c = cluster(3);
+    let client = c.client_builder().build().unwrap();
+    let b = client.try_acquire("set-b").await.unwrap().unwrap();
+    let o = redfence(
+        &nodes(&c),
+        &[
+            "run",
+            "--all",
+            "--wait",
+            "300ms",
+            "set-a,set-b",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let a = client
+        .try_acquire("set-a")
+        .await
+        .unwrap()
+        .expect("nothing taken");
+    a.release().await.unwrap();
+    b.release().await.unwrap();
+
+    let out = scratch("tokens");
+    let script = format!("echo \"$REDFENCE_TOKENS\" > {}", out.display());
+    let o = redfence(
+        &nodes(&c),
+        &["run", "--all", "set-b,set-a", "--", "sh", "-c", &script],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let seen = std::fs::read_to_string(&out).unwrap();
+    let pairs: Vec<&str> = seen.trim().split(',').collect();
+    assert_eq!(pairs.len(), 2, "{seen}");
+    assert!(
+        pairs[0].starts_with("set-a=") && pairs[1].starts_with("set-b="),
+        "{seen}"
+    );
+    for p in pairs {
+        let token: u64 = p.split('=').nth(1).unwrap().parse().unwrap();
+        assert!(token >= 2, "{seen}");
+    }
+    let o = redfence(&nodes(&c), &["run", "--all", "x,x", "--", "true"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("twice"), "{}", stderr(&o));
+}

@@ -10,7 +10,8 @@ use std::time::Duration;
 use redfence::testkit::conformance::Conformance;
 use redfence::{
     BoxFuture, DistributedLock, DistributedRwLock, DistributedSemaphore, Error, FencingToken,
-    LocalLocks, LockHandle, LockProvider, LossReason, RwLockProvider, SemaphoreProvider,
+    LocalLocks, LockHandle, LockProvider, LossReason, RwLockProvider, SemaphoreProvider, SetHandle,
+    SetProvider,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,12 +31,17 @@ async fn the_quorum_client_conforms() {
         .await
         .unwrap();
     assert_eq!(passed.len(), 5);
-    let rwlocks: Arc<dyn RwLockProvider> = Arc::new(client);
+    let rwlocks: Arc<dyn RwLockProvider> = Arc::new(client.clone());
     let passed = Conformance::new()
         .check_rwlocks(rwlocks.as_ref())
         .await
         .unwrap();
     assert_eq!(passed.len(), 5);
+    let passed = Conformance::new()
+        .check_sets(&client, &client)
+        .await
+        .unwrap();
+    assert_eq!(passed.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,6 +51,7 @@ async fn the_local_twin_conforms() {
     let locks = LocalLocks::new();
     Conformance::new().check_semaphores(&locks).await.unwrap();
     Conformance::new().check_rwlocks(&locks).await.unwrap();
+    Conformance::new().check_sets(&locks, &locks).await.unwrap();
     // Its semaphores' slots are apart from its locks of the same names.
     let held = locks.lock("x#0").unwrap().try_acquire(None).await.unwrap();
     let sem = SemaphoreProvider::semaphore(&locks, "x", 1).unwrap();
@@ -75,6 +82,12 @@ async fn the_local_twin_runs_on_paused_time() {
     Conformance::new()
         .ttl(Duration::from_secs(60))
         .check_rwlocks(&LocalLocks::new())
+        .await
+        .unwrap();
+    let locks = LocalLocks::new();
+    Conformance::new()
+        .ttl(Duration::from_secs(60))
+        .check_sets(&locks, &locks)
         .await
         .unwrap();
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -329,4 +342,55 @@ async fn a_writer_without_preference_is_caught() {
         .await
         .unwrap_err();
     assert_eq!(err.check, "rw writer preference", "{err}");
+}
+
+/// Sets taken one lock at a time, keeping what it got when a later lock is refused: the
+/// partial hold all-or-nothing exists to prevent.
+#[derive(Debug)]
+struct OneByOne(LocalLocks);
+
+impl SetProvider for OneByOne {
+    fn try_acquire_all<'a>(
+        &'a self,
+        names: &'a [&'a str],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn SetHandle>>, Error>> {
+        Box::pin(async move {
+            let mut taken = Vec::new();
+            for name in names {
+                match self.0.lock(name)?.try_acquire(ttl).await? {
+                    Some(h) => taken.push(h),
+                    None => {
+                        // Kept: never released.
+                        taken.into_iter().for_each(std::mem::forget);
+                        return Ok(None);
+                    }
+                }
+            }
+            for h in taken {
+                h.release().await?;
+            }
+            self.0.try_acquire_all(names, ttl).await
+        })
+    }
+
+    fn acquire_all<'a>(
+        &'a self,
+        names: &'a [&'a str],
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn SetHandle>, Error>> {
+        self.0.acquire_all(names, ttl, wait)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_set_taken_one_by_one_is_caught() {
+    let locks = LocalLocks::new();
+    let err = Conformance::new()
+        .check_sets(&OneByOne(locks.clone()), &locks)
+        .await
+        .unwrap_err();
+    assert_eq!(err.check, "set all or nothing", "{err}");
+    assert!(err.detail.contains("left"), "{err}");
 }

@@ -10,13 +10,14 @@ use tokio::time::Instant;
 
 use super::{
     BoxFuture, DistributedLock, DistributedRwLock, DistributedSemaphore, LockHandle, LockProvider,
-    RwLockProvider, SemaphoreProvider,
+    RwLockProvider, SemaphoreProvider, SetHandle, SetProvider,
 };
 use crate::client::{DEFAULT_TTL, DEFAULT_WAIT};
 use crate::error::{ConfigError, Error, LossReason};
 use crate::fence::FencingToken;
 use crate::mutex::{check_extension, check_resource};
 use crate::semaphore::check_permits;
+use crate::set::check_set;
 
 /// The lock interfaces ([`LockProvider`] and the rest) in one process, with no Redis: for
 /// unit tests of code written against the traits, and as a reference model of the
@@ -154,13 +155,51 @@ impl Shared {
     ) -> LocalHandle {
         LocalHandle {
             shared: Arc::clone(self),
-            key: key.to_owned(),
+            keys: vec![key.to_owned()],
             name: name.to_owned(),
             owner,
-            token: FencingToken::new(token),
+            tokens: vec![FencingToken::new(token)],
+            set: Vec::new(),
             ttl,
             released: false,
         }
+    }
+
+    /// One attempt on every lock in `set` (names, in order), all or nothing; on refusal,
+    /// the expiry of a holder in the way.
+    fn take_set(self: &Arc<Self>, set: &[String], ttl: Duration) -> Result<LocalHandle, Instant> {
+        let mut names = self.names();
+        let now = Instant::now();
+        for name in set {
+            if let Some(h) = names
+                .get(name)
+                .and_then(|n| n.holder)
+                .filter(|h| h.expires > now)
+            {
+                return Err(h.expires);
+            }
+        }
+        let owner = self.owners.fetch_add(1, Ordering::Relaxed);
+        let mut tokens = Vec::with_capacity(set.len());
+        for name in set {
+            let entry = names.entry(name.clone()).or_default();
+            entry.counter += 1;
+            entry.holder = Some(Holder {
+                owner,
+                expires: now + ttl,
+            });
+            tokens.push(FencingToken::new(entry.counter));
+        }
+        Ok(LocalHandle {
+            shared: Arc::clone(self),
+            keys: set.to_vec(),
+            name: format!("{set:?}"),
+            owner,
+            tokens,
+            set: set.to_vec(),
+            ttl,
+            released: false,
+        })
     }
 
     /// One attempt on the reader-writer lock stored under `key`, as a reader or (with
@@ -280,7 +319,9 @@ impl DistributedLock for LocalLock {
         Box::pin(async move {
             let ttl = self.ttl(ttl)?;
             let wait = wait.unwrap_or(self.locks.wait);
-            wait_for(&self.name, wait, &self.released(), || self.attempt(ttl)).await
+            let released = [self.released()];
+            let h = wait_for(&self.name, wait, &released, || self.attempt(ttl)).await?;
+            Ok(Box::new(h) as Box<dyn LockHandle>)
         })
     }
 }
@@ -290,9 +331,9 @@ impl DistributedLock for LocalLock {
 async fn wait_for(
     name: &str,
     wait: Duration,
-    released: &Notify,
+    released: &[Arc<Notify>],
     mut attempt: impl FnMut() -> Result<LocalHandle, Instant>,
-) -> Result<Box<dyn LockHandle>, Error> {
+) -> Result<LocalHandle, Error> {
     let start = Instant::now();
     let give_up = start + wait;
     let mut attempts = 0;
@@ -300,11 +341,12 @@ async fn wait_for(
         attempts += 1;
         // Registered before the attempt, so a release right after it still wakes this
         // waiter.
-        let notified = released.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        let mut notified: Vec<_> = released.iter().map(|r| Box::pin(r.notified())).collect();
+        for n in &mut notified {
+            n.as_mut().enable();
+        }
         let expires = match attempt() {
-            Ok(h) => return Ok(Box::new(h) as Box<dyn LockHandle>),
+            Ok(h) => return Ok(h),
             Err(expires) => expires,
         };
         let now = Instant::now();
@@ -317,7 +359,7 @@ async fn wait_for(
             });
         }
         tokio::select! {
-            () = notified => {}
+            _ = futures::future::select_all(notified) => {}
             () = tokio::time::sleep_until(expires.min(give_up)) => {}
         }
     }
@@ -389,11 +431,12 @@ impl LocalRwLock {
         let id = writer.as_ref().map(|w| w.id);
         let shared = &self.locks.shared;
         let attempt = || shared.take_rw(&self.key, &self.name, ttl, id);
-        let got = wait_for(&self.name, wait, &self.released(), attempt).await;
+        let released = [self.released()];
+        let got = wait_for(&self.name, wait, &released, attempt).await;
         if let Some(w) = writer.as_mut() {
             w.won = got.is_ok();
         }
-        got
+        Ok(Box::new(got?) as Box<dyn LockHandle>)
     }
 }
 
@@ -445,6 +488,52 @@ impl DistributedRwLock for LocalRwLock {
         wait: Option<Duration>,
     ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
         Box::pin(self.take(ttl, wait, true))
+    }
+}
+
+impl SetProvider for LocalLocks {
+    fn try_acquire_all<'a>(
+        &'a self,
+        names: &'a [&'a str],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn SetHandle>>, Error>> {
+        Box::pin(async move {
+            let (set, ttl) = (check_set(names)?, self.ttl(ttl)?);
+            let got = self.shared.take_set(&set, ttl).ok();
+            Ok(got.map(|h| Box::new(h) as Box<dyn SetHandle>))
+        })
+    }
+
+    fn acquire_all<'a>(
+        &'a self,
+        names: &'a [&'a str],
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn SetHandle>, Error>> {
+        Box::pin(async move {
+            let (set, ttl) = (check_set(names)?, self.ttl(ttl)?);
+            let released: Vec<Arc<Notify>> = {
+                let mut all = self.shared.names();
+                set.iter()
+                    .map(|n| Arc::clone(&all.entry(n.clone()).or_default().released))
+                    .collect()
+            };
+            let label = format!("{set:?}");
+            let wait = wait.unwrap_or(self.wait);
+            let attempt = || self.shared.take_set(&set, ttl);
+            let h = wait_for(&label, wait, &released, attempt).await?;
+            Ok(Box::new(h) as Box<dyn SetHandle>)
+        })
+    }
+}
+
+impl SetHandle for LocalHandle {
+    fn tokens(&self) -> Vec<(String, FencingToken)> {
+        self.set
+            .iter()
+            .cloned()
+            .zip(self.tokens.iter().copied())
+            .collect()
     }
 }
 
@@ -531,7 +620,9 @@ impl DistributedSemaphore for LocalSemaphore {
         Box::pin(async move {
             let ttl = self.locks.ttl(ttl)?;
             let wait = wait.unwrap_or(self.locks.wait);
-            wait_for(&self.name, wait, &self.released, || self.attempt(ttl)).await
+            let released = [Arc::clone(&self.released)];
+            let h = wait_for(&self.name, wait, &released, || self.attempt(ttl)).await?;
+            Ok(Box::new(h) as Box<dyn LockHandle>)
         })
     }
 }
@@ -540,12 +631,15 @@ impl DistributedSemaphore for LocalSemaphore {
 #[derive(Debug)]
 struct LocalHandle {
     shared: Arc<Shared>,
-    /// Where the lease is stored.
-    key: String,
+    /// Where the lease is stored (a set: one key per lock).
+    keys: Vec<String>,
     /// What it is called (a permit: `NAME#SLOT`).
     name: String,
     owner: u64,
-    token: FencingToken,
+    /// One per key.
+    tokens: Vec<FencingToken>,
+    /// A set's lock names, in `keys` order (empty otherwise).
+    set: Vec<String>,
     ttl: Duration,
     released: bool,
 }
@@ -554,24 +648,35 @@ impl LocalHandle {
     /// This owner's expiry, while it holds the name and has not expired.
     fn expires(&self) -> Option<Instant> {
         let mut names = self.shared.names();
-        let holder = *names.get_mut(&self.key)?.holder_mut(self.owner)?;
-        (holder.expires > Instant::now()).then_some(holder.expires)
+        let mut earliest: Option<Instant> = None;
+        for key in &self.keys {
+            let holder = *names.get_mut(key)?.holder_mut(self.owner)?;
+            earliest = Some(earliest.map_or(holder.expires, |e| e.min(holder.expires)));
+        }
+        earliest.filter(|&e| e > Instant::now())
     }
 
     /// Frees the name if this owner holds it; true when the lease had not expired.
     fn free(&mut self) -> bool {
         self.released = true;
         let mut names = self.shared.names();
-        let Some(name) = names.get_mut(&self.key) else {
-            return false;
-        };
-        let Some(h) = name.holder_mut(self.owner).copied() else {
-            return false;
-        };
-        name.holder = name.holder.filter(|h| h.owner != self.owner);
-        name.readers.retain(|r| r.owner != self.owner);
-        name.released.notify_waiters();
-        h.expires > Instant::now()
+        let now = Instant::now();
+        let mut held = true;
+        for key in &self.keys {
+            let Some(name) = names.get_mut(key) else {
+                held = false;
+                continue;
+            };
+            let Some(h) = name.holder_mut(self.owner).copied() else {
+                held = false;
+                continue;
+            };
+            name.holder = name.holder.filter(|h| h.owner != self.owner);
+            name.readers.retain(|r| r.owner != self.owner);
+            name.released.notify_waiters();
+            held &= h.expires > now;
+        }
+        held
     }
 
     fn lost_error(&self) -> Error {
@@ -588,7 +693,7 @@ impl LockHandle for LocalHandle {
     }
 
     fn token(&self) -> FencingToken {
-        self.token
+        self.tokens.first().copied().unwrap_or(FencingToken::new(0))
     }
 
     fn validity(&self) -> Duration {
@@ -606,16 +711,24 @@ impl LockHandle for LocalHandle {
             check_extension(ttl)?;
             let mut names = self.shared.names();
             let now = Instant::now();
-            match names
-                .get_mut(&self.key)
-                .and_then(|n| n.holder_mut(self.owner))
-            {
-                Some(h) if h.expires > now => {
-                    h.expires = h.expires.max(now + ttl);
-                    Ok(h.expires - now)
-                }
-                _ => Err(self.lost_error()),
+            // Every key must still be ours and live; then every one is renewed.
+            let live = self.keys.iter().all(|key| {
+                names
+                    .get_mut(key)
+                    .and_then(|n| n.holder_mut(self.owner))
+                    .is_some_and(|h| h.expires > now)
+            });
+            if !live {
+                return Err(self.lost_error());
             }
+            let mut left = Duration::MAX;
+            for key in &self.keys {
+                if let Some(h) = names.get_mut(key).and_then(|n| n.holder_mut(self.owner)) {
+                    h.expires = h.expires.max(now + ttl);
+                    left = left.min(h.expires - now);
+                }
+            }
+            Ok(left)
         })
     }
 

@@ -2,7 +2,8 @@
 //! fake in unit tests: [`LockProvider`] hands out named [`DistributedLock`]s, whose
 //! acquisitions are [`LockHandle`]s; [`SemaphoreProvider`] hands out
 //! [`DistributedSemaphore`]s, whose permits are [`LockHandle`]s too; [`RwLockProvider`]
-//! hands out [`DistributedRwLock`]s, whose readers and writers are [`LockHandle`]s. Every method returns a boxed future, so each trait
+//! hands out [`DistributedRwLock`]s, whose readers and writers are [`LockHandle`]s;
+//! [`SetProvider`] takes several locks all or nothing, as a [`SetHandle`]. Every method returns a boxed future, so each trait
 //! works as `Arc<dyn …>` / `Box<dyn …>`.
 //!
 //! [`Client`] implements them over the quorum; [`LocalLocks`] is an in-process twin with
@@ -63,6 +64,7 @@ use crate::fence::FencingToken;
 use crate::mutex::{AcquireOptions, LockGuard, check_resource};
 use crate::rwlock::RwLock;
 use crate::semaphore::Semaphore;
+use crate::set::SetGuard;
 
 /// A boxed, `Send` future: what every method of these traits returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -184,6 +186,47 @@ pub trait DistributedRwLock: Send + Sync + fmt::Debug {
         ttl: Option<Duration>,
         wait: Option<Duration>,
     ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>>;
+}
+
+/// Takes several locks of one provider all or nothing: the same locks as
+/// [`LockProvider`]'s, of the same names.
+///
+/// The contract, beside the locks': a set is held whole or not at all (a refused set
+/// leaves none of its locks taken); each lock in it has its own token, strictly above
+/// every earlier holder's of that lock, alone or in a set; the handle extends, loses and
+/// releases the set as one.
+pub trait SetProvider: Send + Sync + fmt::Debug {
+    /// One attempt at every lock in `names` (`Ok(None)`: some are held elsewhere).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidResource`] for an empty set, a bad or repeated name, or more than
+    /// [`MAX_SET`](crate::MAX_SET) names.
+    fn try_acquire_all<'a>(
+        &'a self,
+        names: &'a [&'a str],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn SetHandle>>, Error>>;
+
+    /// Waits up to `wait` for every lock in `names`.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire_all`](Self::try_acquire_all); [`Error::WaitTimeout`] when the
+    /// set did not come.
+    fn acquire_all<'a>(
+        &'a self,
+        names: &'a [&'a str],
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn SetHandle>, Error>>;
+}
+
+/// A held set of locks: a [`LockHandle`] (its [`token`](LockHandle::token) is the first
+/// lock's) with every lock's token.
+pub trait SetHandle: LockHandle {
+    /// Each lock's name with its token, in name order.
+    fn tokens(&self) -> Vec<(String, FencingToken)>;
 }
 
 /// A held lock.
@@ -362,32 +405,75 @@ impl DistributedRwLock for RwLock {
     }
 }
 
-impl LockHandle for LockGuard {
-    fn name(&self) -> &str {
-        self.resource()
+impl SetProvider for Client {
+    fn try_acquire_all<'a>(
+        &'a self,
+        names: &'a [&'a str],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn SetHandle>>, Error>> {
+        Box::pin(async move {
+            let set = self.try_acquire_all_with(names, options(ttl, None)).await?;
+            Ok(set.map(|s| Box::new(s) as Box<dyn SetHandle>))
+        })
     }
 
-    fn token(&self) -> FencingToken {
-        LockGuard::token(self)
-    }
-
-    fn validity(&self) -> Duration {
-        LockGuard::validity(self)
-    }
-
-    fn extend(&self) -> BoxFuture<'_, Result<Duration, Error>> {
-        Box::pin(LockGuard::extend(self))
-    }
-
-    fn extend_for(&self, ttl: Duration) -> BoxFuture<'_, Result<Duration, Error>> {
-        Box::pin(LockGuard::extend_for(self, ttl))
-    }
-
-    fn lost(&self) -> BoxFuture<'_, LossReason> {
-        Box::pin(LockGuard::lost(self))
-    }
-
-    fn release(self: Box<Self>) -> BoxFuture<'static, Result<bool, Error>> {
-        Box::pin(LockGuard::release(*self))
+    fn acquire_all<'a>(
+        &'a self,
+        names: &'a [&'a str],
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn SetHandle>, Error>> {
+        Box::pin(async move {
+            let set = self.acquire_all_with(names, options(ttl, wait)).await?;
+            Ok(Box::new(set) as Box<dyn SetHandle>)
+        })
     }
 }
+
+impl SetHandle for SetGuard {
+    fn tokens(&self) -> Vec<(String, FencingToken)> {
+        SetGuard::tokens(self)
+            .into_iter()
+            .map(|(n, t)| (n.to_owned(), t))
+            .collect()
+    }
+}
+
+/// The quorum client's handles as [`LockHandle`]s: a guard, and the primitives' wrappers
+/// that deref to one and have their own `release`.
+macro_rules! guard_handle {
+    ($t:ty) => {
+        impl LockHandle for $t {
+            fn name(&self) -> &str {
+                self.resource()
+            }
+
+            fn token(&self) -> FencingToken {
+                LockGuard::token(self)
+            }
+
+            fn validity(&self) -> Duration {
+                LockGuard::validity(self)
+            }
+
+            fn extend(&self) -> BoxFuture<'_, Result<Duration, Error>> {
+                Box::pin(LockGuard::extend(self))
+            }
+
+            fn extend_for(&self, ttl: Duration) -> BoxFuture<'_, Result<Duration, Error>> {
+                Box::pin(LockGuard::extend_for(self, ttl))
+            }
+
+            fn lost(&self) -> BoxFuture<'_, LossReason> {
+                Box::pin(LockGuard::lost(self))
+            }
+
+            fn release(self: Box<Self>) -> BoxFuture<'static, Result<bool, Error>> {
+                Box::pin(<$t>::release(*self))
+            }
+        }
+    };
+}
+
+guard_handle!(LockGuard);
+guard_handle!(SetGuard);

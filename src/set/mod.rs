@@ -143,31 +143,34 @@ struct Set<'a> {
     keys: Arc<Keys>,
 }
 
+/// A set's names checked (at least one, at most [`MAX_SET`], each valid, none twice) and
+/// sorted: one order for everyone, so that the tokens come in a stated order.
+pub(crate) fn check_set<S: AsRef<str>>(resources: &[S]) -> Result<Vec<String>, Error> {
+    let invalid = |name: &str, reason| Error::InvalidResource {
+        name: name.chars().take(64).collect(),
+        reason,
+    };
+    let Some(first) = resources.first() else {
+        return Err(invalid("", "a set needs at least one resource"));
+    };
+    if resources.len() > MAX_SET {
+        return Err(invalid(first.as_ref(), "a set has at most 64 resources"));
+    }
+    let mut names: Vec<String> = Vec::with_capacity(resources.len());
+    for r in resources {
+        check_resource(r.as_ref())?;
+        names.push(r.as_ref().to_owned());
+    }
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(invalid(&w[0], "it is given twice in one set"));
+    }
+    Ok(names)
+}
+
 impl<'a> Set<'a> {
     fn new<S: AsRef<str>>(client: &'a Client, resources: &[S]) -> Result<Self, Error> {
-        let invalid = |name: &str, reason| Error::InvalidResource {
-            name: name.chars().take(64).collect(),
-            reason,
-        };
-        if resources.is_empty() {
-            return Err(invalid("", "a set needs at least one resource"));
-        }
-        if resources.len() > MAX_SET {
-            return Err(invalid(
-                resources[0].as_ref(),
-                "a set has at most 64 resources",
-            ));
-        }
-        let mut names: Vec<String> = Vec::with_capacity(resources.len());
-        for r in resources {
-            check_resource(r.as_ref())?;
-            names.push(r.as_ref().to_owned());
-        }
-        // One order for everyone, so that the tokens come in a stated order.
-        names.sort();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(invalid(&w[0], "it is given twice in one set"));
-        }
+        let names = check_set(resources)?;
         let keys = Arc::new(Keys::set(&client.settings().prefix, &names));
         Ok(Self {
             client,

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::{
     DistributedRwLock, DistributedSemaphore, Error, FencingToken, LockHandle, LockProvider,
-    LossReason, RwLockProvider, SemaphoreProvider,
+    LossReason, RwLockProvider, SemaphoreProvider, SetProvider,
 };
 
 /// A broken promise: which check, and what happened.
@@ -595,5 +595,152 @@ impl Conformance {
             return fail(CHECK, "releasing an expired reader answered true");
         }
         ok(CHECK, w.release().await).map(drop)
+    }
+
+    /// Runs every set check against `sets`, with `locks` the same provider's single locks
+    /// (the contract of [`SetProvider`]); the names of the checks passed, or the first
+    /// violation.
+    ///
+    /// # Errors
+    ///
+    /// The first [`Violation`].
+    pub async fn check_sets(
+        &self,
+        sets: &dyn SetProvider,
+        locks: &dyn LockProvider,
+    ) -> Result<Vec<&'static str>, Violation> {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let names = |check: &str| -> [String; 3] {
+            ["a", "b", "c"].map(|x| format!("conformance-set-{check}-{run}-{x}"))
+        };
+        self.set_whole(sets, locks, &names("whole")).await?;
+        self.set_tokens(sets, locks, &names("tokens")).await?;
+        self.set_expiry(sets, locks, &names("expiry")).await?;
+        Ok(vec!["set all or nothing", "set tokens", "set expiry"])
+    }
+
+    /// One lock of the set held elsewhere: the set is refused and none of it stays taken;
+    /// then it is taken whole, every lock refused to others, and released whole.
+    async fn set_whole(
+        &self,
+        sets: &dyn SetProvider,
+        locks: &dyn LockProvider,
+        names: &[String; 3],
+    ) -> Result<(), Violation> {
+        const CHECK: &str = "set all or nothing";
+        let all: Vec<&str> = names.iter().map(String::as_str).collect();
+        let b = ok(CHECK, locks.lock(&names[1]))?;
+        let held = ok(CHECK, b.acquire(Some(self.ttl), self.wait()).await)?;
+        if ok(CHECK, sets.try_acquire_all(&all, Some(self.ttl)).await)?.is_some() {
+            return fail(CHECK, "a set was taken while one of its locks was held");
+        }
+        for name in [&names[0], &names[2]] {
+            let lock = ok(CHECK, locks.lock(name))?;
+            match ok(CHECK, lock.try_acquire(Some(self.ttl)).await)? {
+                Some(h) => drop(ok(CHECK, h.release().await)?),
+                None => return fail(CHECK, format!("a refused set left {name} taken")),
+            }
+        }
+        ok(CHECK, held.release().await)?;
+        let set = ok(
+            CHECK,
+            sets.acquire_all(&all, Some(self.ttl), self.wait()).await,
+        )?;
+        for name in names {
+            let lock = ok(CHECK, locks.lock(name))?;
+            if ok(CHECK, lock.try_acquire(Some(self.ttl)).await)?.is_some() {
+                return fail(CHECK, format!("{name} was taken while its set was held"));
+            }
+        }
+        if !ok(CHECK, set.release().await)? {
+            return fail(CHECK, "releasing a held set answered false");
+        }
+        for name in names {
+            let lock = ok(CHECK, locks.lock(name))?;
+            match ok(CHECK, lock.try_acquire(Some(self.ttl)).await)? {
+                Some(h) => drop(ok(CHECK, h.release().await)?),
+                None => return fail(CHECK, format!("{name} stayed taken after its set")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Each lock's tokens increase across its holders, alone or in a set; a set lists
+    /// them in name order.
+    async fn set_tokens(
+        &self,
+        sets: &dyn SetProvider,
+        locks: &dyn LockProvider,
+        names: &[String; 3],
+    ) -> Result<(), Violation> {
+        const CHECK: &str = "set tokens";
+        let a = ok(CHECK, locks.lock(&names[0]))?;
+        let alone = ok(CHECK, a.acquire(Some(self.ttl), self.wait()).await)?;
+        let before = alone.token();
+        ok(CHECK, alone.release().await)?;
+        // Given out of order: the tokens still come in name order.
+        let given = [names[1].as_str(), names[0].as_str()];
+        let set = ok(
+            CHECK,
+            sets.acquire_all(&given, Some(self.ttl), self.wait()).await,
+        )?;
+        let tokens = set.tokens();
+        let order: Vec<&str> = tokens.iter().map(|(n, _)| n.as_str()).collect();
+        if order != [names[0].as_str(), names[1].as_str()] {
+            return fail(
+                CHECK,
+                format!("tokens listed as {order:?}, not in name order"),
+            );
+        }
+        let in_set = tokens[0].1;
+        if in_set <= before {
+            return fail(
+                CHECK,
+                format!("{} got {in_set} in a set after {before} alone", names[0]),
+            );
+        }
+        ok(CHECK, set.release().await)?;
+        let after = ok(CHECK, a.acquire(Some(self.ttl), self.wait()).await)?;
+        if after.token() <= in_set {
+            return fail(
+                CHECK,
+                format!(
+                    "{} got {} alone after {in_set} in a set",
+                    names[0],
+                    after.token()
+                ),
+            );
+        }
+        ok(CHECK, after.release().await).map(drop)
+    }
+
+    /// A set left alone expires whole: its loss is reported, its locks pass on, and its
+    /// late release says it was lost.
+    async fn set_expiry(
+        &self,
+        sets: &dyn SetProvider,
+        locks: &dyn LockProvider,
+        names: &[String; 3],
+    ) -> Result<(), Violation> {
+        const CHECK: &str = "set expiry";
+        let all: Vec<&str> = names.iter().map(String::as_str).collect();
+        let set = ok(
+            CHECK,
+            sets.acquire_all(&all, Some(self.ttl), self.wait()).await,
+        )?;
+        match tokio::time::timeout(2 * self.ttl, set.lost()).await {
+            Ok(LossReason::Released) => return fail(CHECK, "lost() said released, not lost"),
+            Ok(_) => {}
+            Err(_) => return fail(CHECK, "no loss reported after twice the TTL"),
+        }
+        let c = ok(CHECK, locks.lock(&names[2]))?;
+        let next = ok(CHECK, c.acquire(Some(self.ttl), self.wait()).await)?;
+        if ok(CHECK, set.release().await)? {
+            return fail(
+                CHECK,
+                "releasing an expired set that passed on answered true",
+            );
+        }
+        ok(CHECK, next.release().await).map(drop)
     }
 }

@@ -20,7 +20,9 @@ also gets REDFENCE_SLOT (which of the K it holds), REDFENCE_LOCK is NAME#SLOT, a
 token increases per slot, so fence writes by REDFENCE_LOCK. With --read or --write, NAME
 is a reader-writer lock: any number of --read commands run together, a --write command
 runs alone (and new readers wait behind a waiting writer); REDFENCE_MODE says which. A
-reader's token is at least every earlier writer's. A watchdog keeps the
+reader's token is at least every earlier writer's. With --all, NAME is a comma-separated
+set of locks taken all or nothing (REDFENCE_LOCK lists them, REDFENCE_TOKEN is the first
+one's, REDFENCE_TOKENS holds name=token for each, comma-separated). A watchdog keeps the
 lock alive while it runs; it is released when the command exits, and redfence exits
 with the command's status. The command runs in a process group of its own (as with
 timeout(1)), so signals reach everything it starts. If the lock is lost, the group gets
@@ -55,6 +57,9 @@ pub(crate) struct RunArgs {
     /// Hold NAME as a reader of a reader-writer lock (shared with other readers).
     #[arg(long, conflicts_with = "write")]
     read: bool,
+    /// NAME is a comma-separated set of locks, taken all or nothing.
+    #[arg(long, conflicts_with_all = ["read", "write", "permits"])]
+    all: bool,
     /// Hold NAME as the writer of a reader-writer lock (alone).
     #[arg(long)]
     write: bool,
@@ -158,7 +163,7 @@ async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> E
                 .acquire_with(options)
                 .await
                 .map(|p| (p.slot(), p.into_guard()))
-                .map(|(slot, g)| (g, Some(slot))),
+                .map(|(slot, g)| (g, Some(slot.to_string()))),
             Err(e) => Err(e),
         },
         (None, true, _) => match client.rwlock(&args.name) {
@@ -169,12 +174,23 @@ async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> E
             Ok(l) => l.write_with(options).await.map(|w| (w.into_guard(), None)),
             Err(e) => Err(e),
         },
+        (None, false, false) if args.all => {
+            let names: Vec<&str> = args.name.split(',').collect();
+            client.acquire_all_with(&names, options).await.map(|set| {
+                let tokens: Vec<String> = set
+                    .tokens()
+                    .iter()
+                    .map(|(name, token)| format!("{name}={token}"))
+                    .collect();
+                (set.into_guard(), Some(tokens.join(",")))
+            })
+        }
         (None, false, false) => client
             .acquire_with(&args.name, options)
             .await
             .map(|g| (g, None)),
     };
-    let (guard, slot) = match held {
+    let (guard, extra) = match held {
         Ok(held) => held,
         Err(e) => {
             let (status, msg) = acquire_failure(&args.name, &e);
@@ -200,8 +216,14 @@ async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> E
         return fail(exit::USAGE, "no command after --");
     };
     let mut command = Command::new(program);
-    if let Some(slot) = slot {
-        command.env("REDFENCE_SLOT", slot.to_string());
+    match extra {
+        Some(slot) if args.permits.is_some() => {
+            command.env("REDFENCE_SLOT", slot);
+        }
+        Some(tokens) => {
+            command.env("REDFENCE_TOKENS", tokens);
+        }
+        None => {}
     }
     if args.read || args.write {
         command.env("REDFENCE_MODE", if args.read { "read" } else { "write" });
