@@ -225,6 +225,8 @@ pub enum Step {
     /// Reading a lock's state ([`Client::inspect`](crate::Client::inspect)) or a node's
     /// settings ([`Client::check_nodes`](crate::Client::check_nodes)).
     Inspect,
+    /// Publishing an election's leader record.
+    Proclaim,
 }
 
 impl fmt::Display for Step {
@@ -236,6 +238,7 @@ impl fmt::Display for Step {
             Self::Extend => "extend",
             Self::Release => "release",
             Self::Inspect => "inspect",
+            Self::Proclaim => "proclaim",
         })
     }
 }

@@ -2,11 +2,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
-// Dependencies point one way: mutex, semaphore, rwlock and set (the primitives) → client → lease → core → node →
+// Dependencies point one way: mutex, semaphore, rwlock, set and election (the primitives) → client → lease → core → node →
 // scripts; error, clock and fence are leaves; ops and testkit sit on top.
 mod client;
 mod clock;
 mod core;
+mod election;
 mod error;
 pub mod fence;
 mod interface;
@@ -32,6 +33,7 @@ pub use client::{
     DEFAULT_WAIT, MAX_HOLD, MAX_TTL, Watchdog,
 };
 pub use clock::now;
+pub use election::{Election, Leader, Leadership, MAX_LEADER_VALUE};
 pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};
 pub use fence::FencingToken;
 pub use interface::{

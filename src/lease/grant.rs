@@ -191,8 +191,8 @@ where
     // One token per resource of the lease (a set has several), each planned and committed
     // as the mutex's: the commit rounds of a set run together.
     let keys = &candidates[won];
-    let mut plans = Vec::with_capacity(1 + keys.rest.len());
-    for r in 0..=keys.rest.len() {
+    let mut plans = Vec::with_capacity(keys.resources());
+    for r in 0..keys.resources() {
         let grants: Vec<(usize, u64)> = round
             .answers
             .iter()
@@ -207,7 +207,7 @@ where
         plans.push(plan);
     }
     if terms.commit {
-        if keys.rest.is_empty() {
+        if keys.resources() == 1 {
             commit(nodes, resource, keys, &owner, &plans[0]).await?;
         } else {
             let each: Vec<Arc<Keys>> = keys

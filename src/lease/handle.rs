@@ -12,6 +12,7 @@ use crate::clock;
 use crate::error::{Error, LossReason};
 use crate::fence::FencingToken;
 use crate::node::Announce;
+use crate::scripts::Keys;
 
 /// The owner's side of a held lease. Dropping it without [`release`](Self::release)
 /// stops its watchdog and releases on a spawned task when a runtime runs (never
@@ -55,6 +56,21 @@ impl LeaseHandle {
     /// The fencing token of this acquisition.
     pub(crate) fn token(&self) -> FencingToken {
         self.lease.token
+    }
+
+    /// The owner id the nodes hold.
+    pub(crate) fn owner(&self) -> &Arc<str> {
+        &self.lease.owner
+    }
+
+    /// The nodes the lease is held on.
+    pub(crate) fn nodes(&self) -> &crate::core::Nodes {
+        &self.lease.nodes
+    }
+
+    /// The keys the lease holds.
+    pub(crate) fn keys(&self) -> &Arc<Keys> {
+        &self.lease.keys
     }
 
     /// A set's other resources' tokens, in `Keys::rest` order.

@@ -3,7 +3,7 @@
 //! answer or a [`NodeError`] that names the node.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis::{Cmd, Pipeline, RedisError, Script, ServerError, Value};
 
@@ -11,8 +11,8 @@ use super::{Node, Request};
 use crate::clock;
 use crate::error::{NodeError, NodeErrorKind, Step};
 use crate::scripts::{
-    COMMIT, EXTEND, GRANT_ALL, GRANT_SLOT, Hold, INSPECT, Keys, RELEASE, RW_EXTEND_READER, RW_READ,
-    RW_RELEASE_READER, RW_WRITE, RwKeys,
+    COMMIT, ELECT_EXTEND, ELECT_PROCLAIM, ELECT_READ, ELECT_RELEASE, EXTEND, GRANT_ALL, GRANT_SLOT,
+    Hold, INSPECT, Keys, RELEASE, RW_EXTEND_READER, RW_READ, RW_RELEASE_READER, RW_WRITE, RwKeys,
 };
 
 /// Whether a release is announced to waiters on the resource's release channel.
@@ -204,6 +204,53 @@ impl Node {
         }
     }
 
+    /// Publishes an election's leader record while `owner` holds its lock: true when
+    /// written (and announced), false when the lock is not ours.
+    pub(crate) async fn proclaim(
+        self: &Arc<Self>,
+        keys: &Keys,
+        owner: &str,
+        term: u64,
+        value: &str,
+    ) -> Result<bool, NodeError> {
+        let request = evalsha(&ELECT_PROCLAIM, &[&keys.lock, keys.record()], |c| {
+            c.arg(owner).arg(term).arg(value).arg(&keys.released);
+        });
+        let v = self.call(Step::Proclaim, request).await?;
+        self.flag(Step::Proclaim, v)
+    }
+
+    /// An election's leader record as this node has it: (owner, term, value, remaining
+    /// lease), or `None` when there is none.
+    pub(crate) async fn read_leader(
+        self: &Arc<Self>,
+        keys: &Keys,
+    ) -> Result<Option<(String, u64, String, Duration)>, NodeError> {
+        let step = Step::Inspect;
+        let request = evalsha(&ELECT_READ, &[keys.record()], |_| {});
+        let v = self.call(step, request).await?;
+        let items = match &v {
+            Value::Nil | Value::Boolean(false) => return Ok(None),
+            Value::Array(items) => items,
+            _ => return Err(self.bad_reply(step, &v)),
+        };
+        let parsed = match items.as_slice() {
+            [Value::BulkString(record), Value::Int(ms)] => {
+                let record = String::from_utf8_lossy(record);
+                let mut parts = record.splitn(3, '\n');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(owner), Some(term), Some(value)) => term.parse().ok().map(|t| {
+                        let left = Duration::from_millis(u64::try_from(*ms).unwrap_or(0));
+                        (owner.to_owned(), t, value.to_owned(), left)
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        parsed.map(Some).ok_or_else(|| self.bad_reply(step, &v))
+    }
+
     /// A reader-writer lock's writer grant (`rw_write.lua`): `Some(counter)` when granted,
     /// `None` where another writer holds or readers live (its waiting marker is left
     /// there). The counter is incremented only on a grant, while the key is ours, so the
@@ -328,6 +375,7 @@ impl Node {
         let script = match keys.hold {
             Hold::Key => &EXTEND,
             Hold::Member => &RW_EXTEND_READER,
+            Hold::Leader => &ELECT_EXTEND,
         };
         let request = if keys.rest.is_empty() {
             evalsha(script, &[&keys.lock], |c| {
@@ -358,8 +406,14 @@ impl Node {
         let script = match keys.hold {
             Hold::Key => &RELEASE,
             Hold::Member => &RW_RELEASE_READER,
+            Hold::Leader => &ELECT_RELEASE,
         };
-        let request = if keys.rest.is_empty() {
+        let request = if keys.hold == Hold::Leader {
+            // The record goes with the lock; one announcement.
+            evalsha(script, &[&keys.lock, keys.record()], |c| {
+                c.arg(owner).arg(channel);
+            })
+        } else if keys.rest.is_empty() {
             evalsha(script, &[&keys.lock], |c| {
                 c.arg(owner).arg(channel);
             })

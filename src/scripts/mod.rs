@@ -40,6 +40,17 @@ pub(crate) static RW_RELEASE_READER: LazyLock<Script> =
 pub(crate) static GRANT_ALL: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("grant_all.lua")));
 
+/// An election's leader lease: extend and release (lock and record together), the
+/// record's publication, and its reading.
+pub(crate) static ELECT_EXTEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("elect_extend.lua")));
+pub(crate) static ELECT_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("elect_release.lua")));
+pub(crate) static ELECT_PROCLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("elect_proclaim.lua")));
+pub(crate) static ELECT_READ: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("elect_read.lua")));
+
 /// Read-only: owner, remaining TTL and counter of one resource.
 pub(crate) static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("inspect.lua")));
@@ -73,6 +84,9 @@ pub(crate) enum Hold {
     /// `lock` is a sorted set of owners, each with its own expiry (a reader-writer
     /// lock's readers).
     Member,
+    /// `lock` is an election's lock key, and `rest[0].lock` its leader record, which
+    /// lives and goes with it.
+    Leader,
 }
 
 impl Keys {
@@ -101,6 +115,15 @@ impl Keys {
     /// Every lock key of the lease, this one's first.
     pub(crate) fn locks(&self) -> impl Iterator<Item = &Keys> {
         std::iter::once(self).chain(&self.rest)
+    }
+
+    /// The resources that carry a token: a set's every one, otherwise this one (an
+    /// election's record is no resource).
+    pub(crate) fn resources(&self) -> usize {
+        match self.hold {
+            Hold::Key => 1 + self.rest.len(),
+            Hold::Member | Hold::Leader => 1,
+        }
     }
 
     /// Slot `slot` of the semaphore `name`: `P:{R}:permit:S` and `P:{R}:permit:S:fence`,
@@ -132,6 +155,38 @@ pub(crate) struct RwKeys {
     /// A waiting writer's marker, as a key its writer can release (announced: readers
     /// wait for it to go).
     pub(crate) waiting: Keys,
+}
+
+impl Keys {
+    /// The election `name`: its lock `P:{R}:elect:lock`, term counter
+    /// `P:{R}:elect:fence`, leader record `P:{R}:elect:leader` (in `rest`) and channel
+    /// `P:{R}:elect:changed`, on which both the end of a leadership and a new record are
+    /// announced. Apart from a mutex of the same name.
+    pub(crate) fn election(prefix: &str, name: &str) -> Self {
+        let tag = hash_tag(name);
+        let key = |what: &str| format!("{prefix}:{{{tag}}}:elect:{what}");
+        let record = Keys {
+            lock: key("leader"),
+            fence: key("fence"),
+            released: key("changed"),
+            hold: Hold::Key,
+            rest: Vec::new(),
+        };
+        Self {
+            lock: key("lock"),
+            fence: key("fence"),
+            released: key("changed"),
+            hold: Hold::Leader,
+            rest: vec![record],
+        }
+    }
+
+    /// An election's leader record key.
+    pub(crate) fn record(&self) -> &str {
+        self.rest
+            .first()
+            .map_or(self.lock.as_str(), |r| r.lock.as_str())
+    }
 }
 
 impl RwKeys {

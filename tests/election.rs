@@ -1,0 +1,198 @@
+//! Leader election on real nodes: one leader at a time with increasing terms, the
+//! record readable by anyone, resign handing over at once, a dead leader's successor
+//! within one TTL, observers following every change in term order without contending,
+//! and a lost leadership that stops answering "leader".
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use redfence::fence::{FenceMap, Verdict};
+use redfence::{AcquireOptions, Error, LossReason};
+use support::{client, cluster, cmd};
+
+/// One leads, the others wait; anyone reads the record; a proclaimed value shows; a
+/// resignation hands over at once, to a higher term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_and_an_immediate_hand_over() {
+    let cluster = cluster(3);
+    let patient = || {
+        client(&cluster)
+            .retry_delay(Duration::from_secs(20))
+            .retry_jitter(Duration::ZERO)
+            .wait(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    };
+    let (a, b, reader) = (patient(), patient(), patient());
+    let (ea, eb, er) = (
+        a.election("sched").unwrap(),
+        b.election("sched").unwrap(),
+        reader.election("sched").unwrap(),
+    );
+    assert_eq!(er.leader().await.unwrap(), None);
+    let first = ea.campaign("a:1").await.unwrap();
+    assert!(first.is_leader());
+    assert!(
+        eb.try_campaign_with("b:1", AcquireOptions::new())
+            .await
+            .unwrap()
+            .is_none(),
+        "two leaders"
+    );
+    let seen = er.leader().await.unwrap().expect("a leads");
+    assert_eq!((seen.value.as_str(), seen.term), ("a:1", first.term()));
+    assert!(seen.validity > Duration::ZERO);
+
+    first.proclaim("a:2").await.unwrap();
+    assert_eq!(first.value(), "a:2");
+    assert_eq!(er.leader().await.unwrap().unwrap().value, "a:2");
+
+    let next = tokio::spawn({
+        let eb = eb.clone();
+        async move { eb.campaign("b:1").await.map(|l| (l, Instant::now())) }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!next.is_finished(), "b led beside a");
+    let old_term = first.term();
+    let resigned = Instant::now();
+    assert!(first.resign().await.unwrap());
+    let (second, took_over) = tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("the resignation did not wake the next candidate (its retry delay is 20 s)")
+        .unwrap()
+        .unwrap();
+    println!("hand-over took {:?}", took_over - resigned);
+    assert!(second.term() > old_term);
+    let seen = er.leader().await.unwrap().expect("b leads");
+    assert_eq!((seen.value.as_str(), seen.term), ("b:1", second.term()));
+    second.resign().await.unwrap();
+    assert_eq!(er.leader().await.unwrap(), None);
+}
+
+/// A leader that dies (no watchdog, nothing released) is succeeded once its lease runs
+/// out, within about one TTL; the old term is fenced off at the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_leaders_successor_takes_over_within_a_ttl() {
+    let cluster = cluster(3);
+    let ttl = Duration::from_millis(1500);
+    let c = client(&cluster)
+        .ttl(ttl)
+        .wait(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let election = c.election("dead").unwrap();
+    let dead = election
+        .try_campaign_with("gone", AcquireOptions::new())
+        .await
+        .unwrap()
+        .unwrap();
+    let store = FenceMap::new();
+    assert!(store.admit("state", dead.term()).is_accepted());
+    let old_term = dead.term();
+    let died = Instant::now();
+    std::mem::forget(dead);
+    let next = election.campaign("next").await.unwrap();
+    let waited = died.elapsed();
+    println!("successor after {waited:?} (TTL {ttl:?})");
+    assert!(waited < ttl + Duration::from_millis(500), "{waited:?}");
+    assert!(next.term() > old_term);
+    assert!(store.admit("state", next.term()).is_accepted());
+    assert!(matches!(
+        store.admit("state", old_term),
+        Verdict::Rejected { .. }
+    ));
+    next.resign().await.unwrap();
+}
+
+/// Observers on another client follow three leaderships in term order, each change
+/// woken by the election's announcements rather than the (long) poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observers_follow_every_leader_in_term_order() {
+    let cluster = cluster(3);
+    let (c, o) = (
+        client(&cluster).build().unwrap(),
+        client(&cluster).build().unwrap(),
+    );
+    let election = c.election("watched").unwrap();
+    let mut rx = o
+        .election("watched")
+        .unwrap()
+        .observe(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(rx.borrow().is_none());
+    let mut terms = Vec::new();
+    for value in ["one", "two", "three"] {
+        let l = election.campaign(value).await.unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                rx.changed().await.unwrap();
+                if let Some(leader) = rx.borrow_and_update().clone() {
+                    return leader;
+                }
+            }
+        })
+        .await
+        .expect("the observer missed a leader (its poll is 30 s)");
+        assert_eq!((seen.value.as_str(), seen.term), (value, l.term()));
+        terms.push(seen.term);
+        l.resign().await.unwrap();
+    }
+    assert!(terms.windows(2).all(|w| w[0] < w[1]), "{terms:?}");
+}
+
+/// A leadership lost on a majority is reported through the loss channel, answers "not
+/// leader" from then on, and cannot proclaim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_leadership_stops_answering_leader() {
+    let cluster = cluster(3);
+    let c = client(&cluster)
+        .ttl(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let leading = c.election("lost").unwrap().campaign("x").await.unwrap();
+    assert!(leading.has_watchdog());
+    for i in [0, 1] {
+        cmd::<()>(&cluster, i, &["DEL", "redfence:{lost}:elect:lock"]).await;
+    }
+    let reason = tokio::time::timeout(Duration::from_secs(5), leading.lost())
+        .await
+        .expect("no loss reported");
+    assert!(matches!(reason, LossReason::NotOwner { .. }), "{reason:?}");
+    assert!(!leading.is_leader());
+    let err = leading.proclaim("y").await.unwrap_err();
+    assert!(err.is_lost(), "{err:?}");
+    assert!(!leading.resign().await.unwrap());
+}
+
+/// Bad input, and a dead majority named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_and_a_dead_majority() {
+    let cluster = cluster(5);
+    let c = client(&cluster).build().unwrap();
+    assert!(matches!(
+        c.election("").unwrap_err(),
+        Error::InvalidResource { .. }
+    ));
+    let e = c.election("e").unwrap();
+    let big = "v".repeat(redfence::MAX_LEADER_VALUE + 1);
+    let err = e.campaign(&big).await.unwrap_err();
+    assert!(err.to_string().contains("4096"), "{err}");
+    for i in [0, 2, 4] {
+        cluster.kill(i).unwrap();
+    }
+    let err = e
+        .try_campaign_with("x", AcquireOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoQuorum { failed: 3, .. }), "{err:?}");
+    let err = e.leader().await.unwrap_err();
+    assert!(matches!(err, Error::NoQuorum { failed: 3, .. }), "{err:?}");
+    for i in [0, 2, 4] {
+        assert!(
+            err.to_string().contains(&cluster.port(i).to_string()),
+            "{err}"
+        );
+    }
+}
