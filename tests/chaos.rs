@@ -20,11 +20,16 @@ use rand::{RngExt, SeedableRng};
 use redfence::fence::{RedisFencedStore, Verdict};
 use redfence::testkit::history::{Check, Event, History};
 use redfence::testkit::{Cluster, Fault as Net, Persistence, Proxies};
-use redfence::{AcquireOptions, Client, Error, LockGuard, LockState, Permit, WriteGuard};
+use redfence::{
+    AcquireOptions, Client, Error, Leadership, LockGuard, LockState, Permit, WriteGuard,
+};
 
 const TTL: Duration = Duration::from_secs(1);
 /// Contended by eight workers: two locks, a semaphore and a reader-writer lock.
 const CONTENDED: [&str; 4] = ["chaos-a", "chaos-b", POOL, RW];
+/// An election, campaigned for by two candidates of their own: leaders write with their
+/// term as the token, and the checker holds leaderships to a lock's promises.
+const ELECT: [&str; 1] = ["chaos-elect"];
 /// A reader-writer lock: two takers in three read.
 const RW: &str = "chaos-rw";
 /// A counting semaphore of [`PERMITS`]: its permits are held as `chaos-pool#SLOT`.
@@ -103,7 +108,7 @@ async fn worker(
             reader(id, &client, &shared, hold).await;
             continue;
         }
-        if !long && rng.random_range(0..6) == 0 {
+        if resources == CONTENDED && rng.random_range(0..6) == 0 {
             // A set of two of the locks, in either order.
             let mut set = [CONTENDED[0], CONTENDED[1]];
             set.shuffle(&mut rng);
@@ -122,6 +127,14 @@ async fn worker(
         let acquired = if resource == POOL {
             match client.semaphore(POOL, PERMITS) {
                 Ok(pool) => pool.acquire_with(options).await.map(Permit::into_guard),
+                Err(e) => Err(e),
+            }
+        } else if resources == ELECT {
+            match client.election(resource) {
+                Ok(e) => e
+                    .campaign_with(&format!("worker {id}"), options)
+                    .await
+                    .map(Leadership::into_guard),
                 Err(e) => Err(e),
             }
         } else if resource == RW {
@@ -654,6 +667,11 @@ async fn chaos_run_keeps_every_promise() {
             // Worker 0 holds the long resource; the other eight contend.
             let resources: &'static [&'static str] = if id == 0 { &LONG } else { &CONTENDED };
             let task = worker(id, client.clone(), shared.clone(), seed, resources);
+            workers.push(tokio::spawn(task));
+        }
+        if c < 2 {
+            // Candidates 9 and 10, on two clients.
+            let task = worker(9 + c, client.clone(), shared.clone(), seed, &ELECT);
             workers.push(tokio::spawn(task));
         }
     }
