@@ -522,3 +522,56 @@ async fn all_takes_a_set_of_locks() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("twice"), "{}", stderr(&o));
 }
+
+/// `elect` runs the command while leading, with the term; a second candidate waits
+/// (here: gives up with the "held" status); `leader` shows who leads, then no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_runs_while_leading_and_leader_shows_it() {
+    let c = cluster(3);
+    let go = scratch("go");
+    let out = scratch("term");
+    let script = format!(
+        "echo \"$REDFENCE_TERM $REDFENCE_TOKEN\" > {out}.tmp; mv {out}.tmp {out}; \
+         while [ ! -e {go} ]; do sleep 0.02; done",
+        out = out.display(),
+        go = go.display()
+    );
+    let leading = Command::new(env!("CARGO_BIN_EXE_redfence"))
+        .env("REDFENCE_NODES", nodes(&c))
+        .args([
+            "elect", "--value", "host-a", "sched", "--", "sh", "-c", &script,
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !out.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never led");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = std::fs::read_to_string(&*out).unwrap();
+    let words: Vec<&str> = seen.split_whitespace().collect();
+    assert_eq!(words.len(), 2, "{seen}");
+    assert_eq!(words[0], words[1], "the term is the token: {seen}");
+    let term = words[0];
+
+    let shown = redfence(&nodes(&c), &["leader", "sched"]);
+    assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.starts_with(&format!("term {term} value \"host-a\"")),
+        "{shown}"
+    );
+    let second = redfence(
+        &nodes(&c),
+        &["elect", "--wait", "300ms", "sched", "--", "true"],
+    );
+    assert_eq!(second.status.code(), Some(75), "{}", stderr(&second));
+
+    std::fs::write(&*go, b"").unwrap();
+    let o = leading.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shown = redfence(&nodes(&c), &["leader", "sched"]);
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), "no leader");
+}

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use redfence::{AcquireOptions, Client, Error};
 
 mod demo;
+mod elect;
 mod run;
 
 /// Exit statuses, as documented in `--help`.
@@ -58,6 +59,14 @@ enum Command {
         after_help = "Example:\n  redfence status --nodes redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 jobs"
     )]
     Status(StatusArgs),
+    /// Run a command while leading an election.
+    #[command(after_help = elect::ELECT_HELP)]
+    Elect(elect::ElectArgs),
+    /// Show who leads an election; with --watch, each change.
+    #[command(
+        after_help = "Examples:\n  redfence leader scheduler\n  redfence leader scheduler --watch"
+    )]
+    Leader(elect::LeaderArgs),
     /// Start a local 5-node cluster and watch workers contend through faults (needs
     /// redis-server).
     #[command(after_help = "Example:\n  redfence demo --seconds 20")]
@@ -178,6 +187,8 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Status(args) => status(args).await,
             Command::Demo(args) => demo::demo(args).await,
+            Command::Elect(args) => elect::elect(args).await,
+            Command::Leader(args) => elect::leader(args).await,
         }
     })
 }

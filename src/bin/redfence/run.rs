@@ -96,14 +96,14 @@ fn signal_child(child: &Child, sig: Signal) {
 }
 
 /// The signals passed on to the command.
-struct Forwarded {
+pub(crate) struct Forwarded {
     streams: Vec<(Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Forwarded {
     /// Listening starts before the lock is taken, so no signal in between kills redfence
     /// (and leaves the command running unsupervised).
-    fn new() -> Option<Self> {
+    pub(crate) fn new() -> Option<Self> {
         let kinds = [
             (Signal::SIGINT, SignalKind::interrupt()),
             (Signal::SIGTERM, SignalKind::terminate()),
@@ -132,7 +132,7 @@ impl Forwarded {
 
 /// How long redfence waits, before it exits, for releases still on their way to slow
 /// nodes (each is bounded by the node timeout); the keys of any left expire with the TTL.
-const CLEANUP: Duration = Duration::from_secs(1);
+pub(crate) const CLEANUP: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(args: RunArgs) -> ExitCode {
     let Some(forwarded) = Forwarded::new() else {
@@ -211,22 +211,37 @@ async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> E
             return fail(status, msg);
         }
     };
-    let Some((program, rest)) = args.command.split_first() else {
-        let _ = guard.release().await;
-        return fail(exit::USAGE, "no command after --");
-    };
-    let mut command = Command::new(program);
+    let mut env = Vec::new();
     match extra {
-        Some(slot) if args.permits.is_some() => {
-            command.env("REDFENCE_SLOT", slot);
-        }
-        Some(tokens) => {
-            command.env("REDFENCE_TOKENS", tokens);
-        }
+        Some(slot) if args.permits.is_some() => env.push(("REDFENCE_SLOT", slot)),
+        Some(tokens) => env.push(("REDFENCE_TOKENS", tokens)),
         None => {}
     }
     if args.read || args.write {
-        command.env("REDFENCE_MODE", if args.read { "read" } else { "write" });
+        let mode = if args.read { "read" } else { "write" };
+        env.push(("REDFENCE_MODE", mode.to_owned()));
+    }
+    run_held(guard, &env, &args.command, args.grace, &mut forwarded)
+        .await
+        .0
+}
+
+/// Runs `command` while `guard` is held (with `env` besides the lock's own variables),
+/// and releases it after; the exit code, and whether the lock was lost.
+pub(crate) async fn run_held(
+    guard: LockGuard,
+    env: &[(&str, String)],
+    command: &[String],
+    grace: Duration,
+    forwarded: &mut Forwarded,
+) -> (ExitCode, bool) {
+    let Some((program, rest)) = command.split_first() else {
+        let _ = guard.release().await;
+        return (fail(exit::USAGE, "no command after --"), false);
+    };
+    let mut command = Command::new(program);
+    for (k, v) in env {
+        command.env(k, v);
     }
     let spawned = command
         .args(rest)
@@ -248,11 +263,11 @@ async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> E
             } else {
                 exit::NOT_EXECUTABLE
             };
-            return fail(status, format!("cannot run {program:?}: {e}"));
+            return (fail(status, format!("cannot run {program:?}: {e}")), false);
         }
     };
     let name = guard.resource().to_owned();
-    supervise(&mut child, guard, &name, args.grace, &mut forwarded).await
+    supervise(&mut child, guard, &name, grace, forwarded).await
 }
 
 /// Waits for the command, passing on signals, and stops it if the lock is lost.
@@ -262,7 +277,7 @@ async fn supervise(
     name: &str,
     grace: Duration,
     forwarded: &mut Forwarded,
-) -> ExitCode {
+) -> (ExitCode, bool) {
     let outcome = loop {
         tokio::select! {
             // A loss wins a tie with the command's exit: its status would hide it.
@@ -276,16 +291,19 @@ async fn supervise(
         Ok(status) => {
             let code = match status {
                 Ok(s) => status_code(s),
-                Err(e) => return fail(1, format!("lost track of the command: {e}")),
+                Err(e) => return (fail(1, format!("lost track of the command: {e}")), false),
             };
             match guard.release().await {
                 // A majority said the lock was no longer ours: the command ran (at
                 // least in part) without it.
-                Ok(false) => fail(
-                    exit::LOST,
-                    format!("lock {name:?} was lost while the command ran (found at release)"),
+                Ok(false) => (
+                    fail(
+                        exit::LOST,
+                        format!("lock {name:?} was lost while the command ran (found at release)"),
+                    ),
+                    true,
                 ),
-                Ok(true) | Err(_) => ExitCode::from(code),
+                Ok(true) | Err(_) => (ExitCode::from(code), false),
             }
         }
         Err(reason) => {
@@ -299,7 +317,7 @@ async fn supervise(
                 let _ = child.wait().await;
             }
             let _ = guard.release().await;
-            ExitCode::from(exit::LOST)
+            (ExitCode::from(exit::LOST), true)
         }
     }
 }
