@@ -37,9 +37,9 @@ pub use election::{Election, Leader, Leadership, MAX_LEADER_VALUE};
 pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};
 pub use fence::FencingToken;
 pub use interface::{
-    BoxFuture, DistributedLock, DistributedRwLock, DistributedSemaphore, KeyLocks, Keyed,
-    LocalLocks, LockHandle, LockProvider, RwLockProvider, SemaphoreProvider, SetHandle,
-    SetProvider,
+    BoxFuture, DistributedElection, DistributedLock, DistributedRwLock, DistributedSemaphore,
+    ElectionProvider, KeyLocks, Keyed, LocalLocks, LockHandle, LockProvider, RwLockProvider,
+    SemaphoreProvider, SetHandle, SetProvider,
 };
 pub use lease::LockState;
 pub use mutex::{AcquireOptions, LockGuard, MAX_RESOURCE_LEN};

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use redfence::testkit::conformance::Conformance;
 use redfence::{
-    BoxFuture, DistributedLock, DistributedRwLock, DistributedSemaphore, Error, FencingToken,
-    LocalLocks, LockHandle, LockProvider, LossReason, RwLockProvider, SemaphoreProvider, SetHandle,
-    SetProvider,
+    BoxFuture, DistributedElection, DistributedLock, DistributedRwLock, DistributedSemaphore,
+    ElectionProvider, Error, FencingToken, Leader, LocalLocks, LockHandle, LockProvider,
+    LossReason, RwLockProvider, SemaphoreProvider, SetHandle, SetProvider,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,6 +42,8 @@ async fn the_quorum_client_conforms() {
         .await
         .unwrap();
     assert_eq!(passed.len(), 3);
+    let passed = Conformance::new().check_elections(&client).await.unwrap();
+    assert_eq!(passed.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,6 +54,7 @@ async fn the_local_twin_conforms() {
     Conformance::new().check_semaphores(&locks).await.unwrap();
     Conformance::new().check_rwlocks(&locks).await.unwrap();
     Conformance::new().check_sets(&locks, &locks).await.unwrap();
+    Conformance::new().check_elections(&locks).await.unwrap();
     // Its semaphores' slots are apart from its locks of the same names.
     let held = locks.lock("x#0").unwrap().try_acquire(None).await.unwrap();
     let sem = SemaphoreProvider::semaphore(&locks, "x", 1).unwrap();
@@ -88,6 +91,11 @@ async fn the_local_twin_runs_on_paused_time() {
     Conformance::new()
         .ttl(Duration::from_secs(60))
         .check_sets(&locks, &locks)
+        .await
+        .unwrap();
+    Conformance::new()
+        .ttl(Duration::from_secs(60))
+        .check_elections(&locks)
         .await
         .unwrap();
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -393,4 +401,65 @@ async fn a_set_taken_one_by_one_is_caught() {
         .unwrap_err();
     assert_eq!(err.check, "set all or nothing", "{err}");
     assert!(err.detail.contains("left"), "{err}");
+}
+
+/// An election whose `leader()` keeps answering the last leader it saw, as some election
+/// APIs keep answering "leader" after the lease is gone.
+#[derive(Debug)]
+struct Sticky(LocalLocks);
+
+#[derive(Debug)]
+struct StickyElection(
+    Box<dyn DistributedElection>,
+    std::sync::Mutex<Option<Leader>>,
+);
+
+impl ElectionProvider for Sticky {
+    fn election(&self, name: &str) -> Result<Box<dyn DistributedElection>, Error> {
+        let inner = ElectionProvider::election(&self.0, name)?;
+        Ok(Box::new(StickyElection(inner, std::sync::Mutex::default())))
+    }
+}
+
+impl DistributedElection for StickyElection {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn try_campaign<'a>(
+        &'a self,
+        value: &'a str,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn LockHandle>>, Error>> {
+        self.0.try_campaign(value, ttl)
+    }
+
+    fn campaign<'a>(
+        &'a self,
+        value: &'a str,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn LockHandle>, Error>> {
+        self.0.campaign(value, ttl, wait)
+    }
+
+    fn leader(&self) -> BoxFuture<'_, Result<Option<Leader>, Error>> {
+        Box::pin(async move {
+            let now = self.0.leader().await?;
+            let mut last = self.1.lock().unwrap();
+            if now.is_some() {
+                last.clone_from(&now);
+            }
+            Ok(last.clone())
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_election_that_still_answers_a_gone_leader_is_caught() {
+    let err = Conformance::new()
+        .check_elections(&Sticky(LocalLocks::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.check, "one leader", "{err}");
 }

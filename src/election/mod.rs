@@ -89,6 +89,21 @@ pub struct Leader {
 }
 
 impl Leader {
+    /// A leader as an implementation of the election traits reports it.
+    pub(crate) fn new(
+        value: String,
+        term: FencingToken,
+        validity: Duration,
+        owner: String,
+    ) -> Self {
+        Self {
+            value,
+            term,
+            validity,
+            owner,
+        }
+    }
+
     /// The same leadership and value (validity aside).
     fn same(&self, other: &Leader) -> bool {
         (&self.owner, self.term, &self.value) == (&other.owner, other.term, &other.value)

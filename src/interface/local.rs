@@ -9,10 +9,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    BoxFuture, DistributedLock, DistributedRwLock, DistributedSemaphore, LockHandle, LockProvider,
-    RwLockProvider, SemaphoreProvider, SetHandle, SetProvider,
+    BoxFuture, DistributedElection, DistributedLock, DistributedRwLock, DistributedSemaphore,
+    ElectionProvider, LockHandle, LockProvider, RwLockProvider, SemaphoreProvider, SetHandle,
+    SetProvider,
 };
 use crate::client::{DEFAULT_TTL, DEFAULT_WAIT};
+use crate::election::Leader;
 use crate::error::{ConfigError, Error, LossReason};
 use crate::fence::FencingToken;
 use crate::mutex::{check_extension, check_resource};
@@ -65,6 +67,8 @@ struct Name {
     readers: Vec<Holder>,
     /// A reader-writer lock's waiting writer: its wait's id, and when the marker expires.
     waiting: Option<(u64, Instant)>,
+    /// An election's leader record: the leader's owner id, term and value.
+    record: Option<(u64, FencingToken, String)>,
     released: Arc<Notify>,
 }
 
@@ -488,6 +492,88 @@ impl DistributedRwLock for LocalRwLock {
         wait: Option<Duration>,
     ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>> {
         Box::pin(self.take(ttl, wait, true))
+    }
+}
+
+impl ElectionProvider for LocalLocks {
+    fn election(&self, name: &str) -> Result<Box<dyn DistributedElection>, Error> {
+        check_resource(name)?;
+        Ok(Box::new(LocalElection {
+            locks: self.clone(),
+            name: name.to_owned(),
+            // Apart from a lock of the same name.
+            key: format!("\0elect\0{name}"),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct LocalElection {
+    locks: LocalLocks,
+    name: String,
+    key: String,
+}
+
+impl LocalElection {
+    /// One attempt: the lock, then the record.
+    fn attempt(&self, value: &str, ttl: Duration) -> Result<LocalHandle, Instant> {
+        let h = Shared::take(&self.locks.shared, &self.key, &self.name, ttl)?;
+        let mut names = self.locks.shared.names();
+        if let Some(entry) = names.get_mut(&self.key) {
+            entry.record = Some((h.owner, LockHandle::token(&h), value.to_owned()));
+            entry.released.notify_waiters();
+        }
+        Ok(h)
+    }
+}
+
+impl DistributedElection for LocalElection {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn try_campaign<'a>(
+        &'a self,
+        value: &'a str,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn LockHandle>>, Error>> {
+        Box::pin(async move {
+            let ttl = self.locks.ttl(ttl)?;
+            let got = self.attempt(value, ttl).ok();
+            Ok(got.map(|h| Box::new(h) as Box<dyn LockHandle>))
+        })
+    }
+
+    fn campaign<'a>(
+        &'a self,
+        value: &'a str,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(async move {
+            let ttl = self.locks.ttl(ttl)?;
+            let wait = wait.unwrap_or(self.locks.wait);
+            let released = {
+                let mut names = self.locks.shared.names();
+                [Arc::clone(
+                    &names.entry(self.key.clone()).or_default().released,
+                )]
+            };
+            let h = wait_for(&self.name, wait, &released, || self.attempt(value, ttl)).await?;
+            Ok(Box::new(h) as Box<dyn LockHandle>)
+        })
+    }
+
+    fn leader(&self) -> BoxFuture<'_, Result<Option<Leader>, Error>> {
+        let names = self.locks.shared.names();
+        let now = Instant::now();
+        let leader = names.get(&self.key).and_then(|entry| {
+            let holder = entry.holder.filter(|h| h.expires > now)?;
+            let (owner, term, value) = entry.record.clone()?;
+            (owner == holder.owner)
+                .then(|| Leader::new(value, term, holder.expires - now, owner.to_string()))
+        });
+        Box::pin(std::future::ready(Ok(leader)))
     }
 }
 

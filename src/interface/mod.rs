@@ -3,7 +3,9 @@
 //! acquisitions are [`LockHandle`]s; [`SemaphoreProvider`] hands out
 //! [`DistributedSemaphore`]s, whose permits are [`LockHandle`]s too; [`RwLockProvider`]
 //! hands out [`DistributedRwLock`]s, whose readers and writers are [`LockHandle`]s;
-//! [`SetProvider`] takes several locks all or nothing, as a [`SetHandle`]. Every method returns a boxed future, so each trait
+//! [`SetProvider`] takes several locks all or nothing, as a [`SetHandle`];
+//! [`ElectionProvider`] hands out [`DistributedElection`]s, whose leaderships are
+//! [`LockHandle`]s with the term as token. Every method returns a boxed future, so each trait
 //! works as `Arc<dyn …>` / `Box<dyn …>`.
 //!
 //! [`Client`] implements them over the quorum; [`LocalLocks`] is an in-process twin with
@@ -59,6 +61,7 @@ pub use keyed::{KeyLocks, Keyed};
 pub use local::LocalLocks;
 
 use crate::client::{Client, Watchdog};
+use crate::election::{Election, Leader};
 use crate::error::{Error, LossReason};
 use crate::fence::FencingToken;
 use crate::mutex::{AcquireOptions, LockGuard, check_resource};
@@ -186,6 +189,44 @@ pub trait DistributedRwLock: Send + Sync + fmt::Debug {
         ttl: Option<Duration>,
         wait: Option<Duration>,
     ) -> BoxFuture<'_, Result<Box<dyn LockHandle>, Error>>;
+}
+
+/// Hands out named leader elections.
+///
+/// The contract, beside the locks': one leadership valid at a time; terms (the
+/// leaderships' tokens) strictly increase; `leader` reports the valid leadership's value
+/// and term, or none; a leadership ends by release or expiry, and its loss is reported.
+pub trait ElectionProvider: Send + Sync + fmt::Debug {
+    /// The election `name`; nothing is contacted yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidResource`] for an empty or over-long name.
+    fn election(&self, name: &str) -> Result<Box<dyn DistributedElection>, Error>;
+}
+
+/// One named election; a leadership is a [`LockHandle`] whose token is its term.
+pub trait DistributedElection: Send + Sync + fmt::Debug {
+    /// Its name.
+    fn name(&self) -> &str;
+
+    /// One attempt to lead, publishing `value` (`Ok(None)`: another leads).
+    fn try_campaign<'a>(
+        &'a self,
+        value: &'a str,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn LockHandle>>, Error>>;
+
+    /// Campaigns up to `wait` to lead, publishing `value`.
+    fn campaign<'a>(
+        &'a self,
+        value: &'a str,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn LockHandle>, Error>>;
+
+    /// Who leads now, if anyone.
+    fn leader(&self) -> BoxFuture<'_, Result<Option<Leader>, Error>>;
 }
 
 /// Takes several locks of one provider all or nothing: the same locks as
@@ -402,6 +443,45 @@ impl DistributedRwLock for RwLock {
             let w = self.write_with(options(ttl, wait)).await?;
             Ok(Box::new(w.into_guard()) as Box<dyn LockHandle>)
         })
+    }
+}
+
+impl ElectionProvider for Client {
+    fn election(&self, name: &str) -> Result<Box<dyn DistributedElection>, Error> {
+        Ok(Box::new(Client::election(self, name)?))
+    }
+}
+
+impl DistributedElection for Election {
+    fn name(&self) -> &str {
+        Election::name(self)
+    }
+
+    fn try_campaign<'a>(
+        &'a self,
+        value: &'a str,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn LockHandle>>, Error>> {
+        Box::pin(async move {
+            let l = self.try_campaign_with(value, options(ttl, None)).await?;
+            Ok(l.map(|l| Box::new(l.into_guard()) as Box<dyn LockHandle>))
+        })
+    }
+
+    fn campaign<'a>(
+        &'a self,
+        value: &'a str,
+        ttl: Option<Duration>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn LockHandle>, Error>> {
+        Box::pin(async move {
+            let l = self.campaign_with(value, options(ttl, wait)).await?;
+            Ok(Box::new(l.into_guard()) as Box<dyn LockHandle>)
+        })
+    }
+
+    fn leader(&self) -> BoxFuture<'_, Result<Option<Leader>, Error>> {
+        Box::pin(Election::leader(self))
     }
 }
 

@@ -26,8 +26,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::{
-    DistributedRwLock, DistributedSemaphore, Error, FencingToken, LockHandle, LockProvider,
-    LossReason, RwLockProvider, SemaphoreProvider, SetProvider,
+    DistributedElection, DistributedRwLock, DistributedSemaphore, ElectionProvider, Error,
+    FencingToken, LockHandle, LockProvider, LossReason, RwLockProvider, SemaphoreProvider,
+    SetProvider,
 };
 
 /// A broken promise: which check, and what happened.
@@ -739,6 +740,103 @@ impl Conformance {
             return fail(
                 CHECK,
                 "releasing an expired set that passed on answered true",
+            );
+        }
+        ok(CHECK, next.release().await).map(drop)
+    }
+
+    /// Runs every election check against `provider` (the contract of
+    /// [`ElectionProvider`]); the names of the checks passed, or the first violation.
+    ///
+    /// # Errors
+    ///
+    /// The first [`Violation`].
+    pub async fn check_elections(
+        &self,
+        provider: &dyn ElectionProvider,
+    ) -> Result<Vec<&'static str>, Violation> {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let election = |check: &str| {
+            ok(
+                "election",
+                provider.election(&format!("conformance-elect-{check}-{run}")),
+            )
+        };
+        self.one_leader(election("one")?.as_ref()).await?;
+        self.terms_in_turn(election("terms")?.as_ref()).await?;
+        self.leadership_expiry(election("expiry")?.as_ref()).await?;
+        Ok(vec!["one leader", "terms in turn", "leadership expiry"])
+    }
+
+    /// One leads, with its value and term readable; another candidate is refused.
+    async fn one_leader(&self, e: &dyn DistributedElection) -> Result<(), Violation> {
+        const CHECK: &str = "one leader";
+        if ok(CHECK, e.leader().await)?.is_some() {
+            return fail(CHECK, "a leader before any campaign");
+        }
+        let a = ok(CHECK, e.campaign("a", Some(self.ttl), self.wait()).await)?;
+        if ok(CHECK, e.try_campaign("b", Some(self.ttl)).await)?.is_some() {
+            return fail(CHECK, "two leaders at once");
+        }
+        match ok(CHECK, e.leader().await)? {
+            Some(l) if l.value == "a" && l.term == a.token() && !l.validity.is_zero() => {}
+            other => return fail(CHECK, format!("leader() answered {other:?}")),
+        }
+        if !ok(CHECK, a.release().await)? {
+            return fail(CHECK, "resigning a valid leadership answered false");
+        }
+        match ok(CHECK, e.leader().await)? {
+            None => Ok(()),
+            Some(l) => fail(
+                CHECK,
+                format!("leader() still answered {l:?} after resigning"),
+            ),
+        }
+    }
+
+    /// Successive leaders have strictly increasing terms, each shown by `leader()`.
+    async fn terms_in_turn(&self, e: &dyn DistributedElection) -> Result<(), Violation> {
+        const CHECK: &str = "terms in turn";
+        let mut last: Option<FencingToken> = None;
+        for value in ["x", "y", "z"] {
+            let l = ok(CHECK, e.campaign(value, Some(self.ttl), self.wait()).await)?;
+            if let Some(prev) = last.filter(|p| l.token() <= *p) {
+                return fail(CHECK, format!("term {} after {prev}", l.token()));
+            }
+            last = Some(l.token());
+            match ok(CHECK, e.leader().await)? {
+                Some(seen) if seen.value == value && seen.term == l.token() => {}
+                other => return fail(CHECK, format!("leader() answered {other:?} for {value}")),
+            }
+            ok(CHECK, l.release().await)?;
+        }
+        Ok(())
+    }
+
+    /// A leadership left alone expires: its loss is reported, `leader()` shows no one,
+    /// and the next leader's term is higher.
+    async fn leadership_expiry(&self, e: &dyn DistributedElection) -> Result<(), Violation> {
+        const CHECK: &str = "leadership expiry";
+        let l = ok(CHECK, e.campaign("gone", Some(self.ttl), self.wait()).await)?;
+        match tokio::time::timeout(2 * self.ttl, l.lost()).await {
+            Ok(LossReason::Released) => return fail(CHECK, "lost() said released, not lost"),
+            Ok(_) => {}
+            Err(_) => return fail(CHECK, "no loss reported after twice the TTL"),
+        }
+        // The loss is reported a margin before the nodes' leases end: the record may
+        // show for that long, never longer than the lease, and never as another term.
+        let gone = tokio::time::Instant::now() + 2 * self.ttl;
+        while let Some(seen) = ok(CHECK, e.leader().await)? {
+            if seen.term != l.token() || tokio::time::Instant::now() >= gone {
+                return fail(CHECK, format!("leader() answered {seen:?} after the loss"));
+            }
+            tokio::time::sleep(self.ttl / 20).await;
+        }
+        let next = ok(CHECK, e.campaign("next", Some(self.ttl), self.wait()).await)?;
+        if next.token() <= l.token() {
+            return fail(
+                CHECK,
+                format!("term {} after the expired {}", next.token(), l.token()),
             );
         }
         ok(CHECK, next.release().await).map(drop)
