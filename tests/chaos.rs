@@ -185,6 +185,27 @@ async fn worker(
     }
 }
 
+/// An observer of the election: every leader it is shown, by term, until the run stops.
+async fn observe(client: Client, shared: Arc<Shared>) -> Vec<u64> {
+    let election = client.election(ELECT[0]).unwrap();
+    let mut rx = loop {
+        // The first read can fall into a fault: try again.
+        match election.observe(Duration::from_millis(200)).await {
+            Ok(rx) => break rx,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let mut seen = Vec::new();
+    while !shared.stop.load(Ordering::SeqCst) {
+        let shown = rx.borrow_and_update().as_ref().map(|l| l.term.get());
+        if let Some(term) = shown.filter(|t| seen.last() != Some(t)) {
+            seen.push(term);
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+    }
+    seen
+}
+
 /// A holder of a set of locks: each resource is recorded as a holder of that lock with
 /// its own token (so the checker holds the set to each lock's promises), and writes
 /// through the fence to each.
@@ -649,6 +670,7 @@ async fn chaos_run_keeps_every_promise() {
         permits: PERMITS,
     });
     let mut workers = Vec::new();
+    let mut observers = Vec::new();
     // Each client reaches the nodes through its own proxies, so that the network between
     // one client and the nodes can fail on its own.
     let links: Arc<Vec<Proxies>> = Arc::new((0..3).map(|_| cluster.proxies().unwrap()).collect());
@@ -669,10 +691,13 @@ async fn chaos_run_keeps_every_promise() {
             let task = worker(id, client.clone(), shared.clone(), seed, resources);
             workers.push(tokio::spawn(task));
         }
-        if c < 2 {
-            // Candidates 9 and 10, on two clients.
-            let task = worker(9 + c, client.clone(), shared.clone(), seed, &ELECT);
+        // Five candidates on the three clients: 9 and 12, 10 and 13, 11.
+        for id in (9..14).filter(|id| (id - 9) % 3 == c) {
+            let task = worker(id, client.clone(), shared.clone(), seed, &ELECT);
             workers.push(tokio::spawn(task));
+        }
+        if c > 0 {
+            observers.push(tokio::spawn(observe(client.clone(), shared.clone())));
         }
     }
     nemesis(
@@ -690,12 +715,21 @@ async fn chaos_run_keeps_every_promise() {
             .expect("a worker hung")
             .unwrap();
     }
+    let mut seen_by = Vec::new();
+    for o in observers {
+        let seen = tokio::time::timeout(Duration::from_secs(30), o)
+            .await
+            .expect("an observer hung")
+            .unwrap();
+        seen_by.push(seen);
+    }
 
     let mut logs = HashMap::new();
     let slots = (0..PERMITS).map(|s| format!("{POOL}#{s}"));
     for r in CONTENDED
         .iter()
         .chain(&LONG)
+        .chain(&ELECT)
         .map(|r| (*r).to_owned())
         .chain(slots)
     {
@@ -723,6 +757,56 @@ async fn chaos_run_keeps_every_promise() {
     assert!(
         permits > 20,
         "the semaphore was hardly used ({permits})\n{report}"
+    );
+    let events = shared.history.events();
+    let (reads, writes) = events.iter().fold((0, 0), |(r, w), e| match e {
+        Event::Read { .. } => (r + 1, w),
+        Event::Acquired { resource, .. } if resource == RW => (r, w + 1),
+        _ => (r, w),
+    });
+    assert!(
+        reads > 20 && writes > 10,
+        "the reader-writer lock was hardly used ({reads} reads, {writes} writes)\n{report}"
+    );
+    let sets = shared.sets.load(Ordering::SeqCst);
+    assert!(
+        sets > 10,
+        "sets of locks were hardly taken ({sets})\n{report}"
+    );
+    let issued: std::collections::HashSet<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Acquired {
+                resource, token, ..
+            } if resource == ELECT[0] => Some(token.get()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        issued.len() > 5,
+        "the election hardly changed hands ({} terms)\n{report}",
+        issued.len()
+    );
+    for (o, seen) in seen_by.iter().enumerate() {
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "observer {o} saw terms out of order: {seen:?}"
+        );
+        // A term no worker recorded is a candidate that held the lock and published its
+        // record, but whose campaign then failed (its publish round ran out of time
+        // under a fault) and which resigned at once: a real, brief leadership, shown.
+        let abandoned = seen.iter().filter(|t| !issued.contains(t)).count();
+        assert!(!seen.is_empty(), "observer {o} saw no leader\n{report}");
+        println!(
+            "observer {o} saw {} of {} leaderships, in term order ({abandoned} abandoned \
+             campaigns among them)",
+            seen.len(),
+            issued.len()
+        );
+    }
+    println!(
+        "{reads} reads, {writes} writes, {sets} sets, {} terms",
+        issued.len()
     );
 }
 
