@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use redfence::testkit::Cluster;
@@ -58,6 +58,34 @@ fn scratch(name: &str) -> Scratch {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(name);
     Scratch { dir, file }
+}
+
+/// Starts `redfence ARGS -- sh -c …` whose command, once it holds, writes the shell words
+/// `vars` to `out`, then waits until `go` exists.
+fn spawn_holder(c: &Cluster, args: &[&str], vars: &str, out: &Path, go: &Path) -> Child {
+    let script = format!(
+        "echo \"{vars}\" > {out}.tmp; mv {out}.tmp {out}; \
+         while [ ! -e {go} ]; do sleep 0.02; done",
+        out = out.display(),
+        go = go.display()
+    );
+    Command::new(env!("CARGO_BIN_EXE_redfence"))
+        .env("REDFENCE_NODES", nodes(c))
+        .args(args)
+        .args(["--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) until every file in `outs` exists.
+async fn wait_for_files(outs: &[&Path], what: &str) {
+    let start = Instant::now();
+    while !outs.iter().all(|o| o.exists()) {
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,26 +369,17 @@ async fn permits_let_k_commands_run_at_once() {
     let holders: Vec<_> = outs
         .iter()
         .map(|out| {
-            let script = format!(
-                "echo \"$REDFENCE_SLOT $REDFENCE_LOCK $REDFENCE_TOKEN\" > {out}.tmp; mv {out}.tmp {out}; \
-                 while [ ! -e {go} ]; do sleep 0.02; done",
-                out = out.display(),
-                go = go.display()
-            );
-            Command::new(env!("CARGO_BIN_EXE_redfence"))
-                .env("REDFENCE_NODES", nodes(&c))
-                .args(["run", "--permits", "2", "pool", "--", "sh", "-c", &script])
-                .stdin(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            let args = ["run", "--permits", "2", "pool"];
+            spawn_holder(
+                &c,
+                &args,
+                "$REDFENCE_SLOT $REDFENCE_LOCK $REDFENCE_TOKEN",
+                out,
+                &go,
+            )
         })
         .collect();
-    let start = Instant::now();
-    while !outs.iter().all(|o| o.exists()) {
-        assert!(start.elapsed() < Duration::from_secs(20), "both never ran");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_files(&[&outs[0], &outs[1]], "both never ran").await;
     let third = redfence(
         &nodes(&c),
         &[
@@ -413,29 +432,17 @@ async fn readers_run_together_and_a_writer_alone() {
     let readers: Vec<_> = outs
         .iter()
         .map(|out| {
-            let script = format!(
-                "echo \"$REDFENCE_MODE $REDFENCE_LOCK $REDFENCE_TOKEN\" > {out}.tmp; mv {out}.tmp {out}; \
-                 while [ ! -e {go} ]; do sleep 0.02; done",
-                out = out.display(),
-                go = go.display()
-            );
-            Command::new(env!("CARGO_BIN_EXE_redfence"))
-                .env("REDFENCE_NODES", nodes(&c))
-                .args(["run", "--read", "catalog", "--", "sh", "-c", &script])
-                .stdin(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            let args = ["run", "--read", "catalog"];
+            spawn_holder(
+                &c,
+                &args,
+                "$REDFENCE_MODE $REDFENCE_LOCK $REDFENCE_TOKEN",
+                out,
+                &go,
+            )
         })
         .collect();
-    let start = Instant::now();
-    while !outs.iter().all(|o| o.exists()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the readers never ran together"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_files(&[&outs[0], &outs[1]], "the readers never ran together").await;
     let writer = redfence(
         &nodes(&c),
         &["run", "--write", "--wait", "300ms", "catalog", "--", "true"],
@@ -530,26 +537,9 @@ async fn elect_runs_while_leading_and_leader_shows_it() {
     let c = cluster(3);
     let go = scratch("go");
     let out = scratch("term");
-    let script = format!(
-        "echo \"$REDFENCE_TERM $REDFENCE_TOKEN\" > {out}.tmp; mv {out}.tmp {out}; \
-         while [ ! -e {go} ]; do sleep 0.02; done",
-        out = out.display(),
-        go = go.display()
-    );
-    let leading = Command::new(env!("CARGO_BIN_EXE_redfence"))
-        .env("REDFENCE_NODES", nodes(&c))
-        .args([
-            "elect", "--value", "host-a", "sched", "--", "sh", "-c", &script,
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !out.exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "never led");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let args = ["elect", "--value", "host-a", "sched"];
+    let leading = spawn_holder(&c, &args, "$REDFENCE_TERM $REDFENCE_TOKEN", &out, &go);
+    wait_for_files(&[&out], "never led").await;
     let seen = std::fs::read_to_string(&*out).unwrap();
     let words: Vec<&str> = seen.split_whitespace().collect();
     assert_eq!(words.len(), 2, "{seen}");

@@ -9,22 +9,14 @@ use std::time::{Duration, Instant};
 
 use redfence::fence::{FenceMap, Verdict};
 use redfence::{AcquireOptions, Error, LossReason};
-use support::{client, cluster, cmd};
+use support::{client, cluster, cmd, patient};
 
 /// One leads, the others wait; anyone reads the record; a proclaimed value shows; a
 /// resignation hands over at once, to a higher term.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_and_an_immediate_hand_over() {
     let cluster = cluster(3);
-    let patient = || {
-        client(&cluster)
-            .retry_delay(Duration::from_secs(20))
-            .retry_jitter(Duration::ZERO)
-            .wait(Duration::from_secs(30))
-            .build()
-            .unwrap()
-    };
-    let (a, b, reader) = (patient(), patient(), patient());
+    let (a, b, reader) = (patient(&cluster), patient(&cluster), patient(&cluster));
     let (ea, eb, er) = (
         a.election("sched").unwrap(),
         b.election("sched").unwrap(),

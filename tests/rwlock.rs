@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use redfence::testkit::{Cluster, Persistence};
 use redfence::{AcquireOptions, Error};
-use support::{client, cluster};
+use support::{client, cluster, patient};
 
 /// Who is inside right now, as the holders report it.
 #[derive(Default)]
@@ -354,15 +354,7 @@ async fn scoped_runs_and_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn releases_wake_waiters_on_both_sides() {
     let cluster = cluster(3);
-    let patient = || {
-        client(&cluster)
-            .retry_delay(Duration::from_secs(20))
-            .retry_jitter(Duration::ZERO)
-            .wait(Duration::from_secs(30))
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (patient(), patient());
+    let (a, b) = (patient(&cluster), patient(&cluster));
     let (la, lb) = (a.rwlock("wake").unwrap(), b.rwlock("wake").unwrap());
 
     let r = la.read().await.unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use redfence::testkit::{Cluster, Persistence};
 use redfence::{AcquireOptions, ConfigError, Error, Semaphore};
-use support::{client, cluster, cmd};
+use support::{client, cluster, cmd, patient};
 
 fn slot_key(name: &str, slot: usize) -> String {
     format!("redfence:{{{name}}}:permit:{slot}")
@@ -96,12 +96,7 @@ async fn at_most_k_hold_under_contention() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_refuses_and_a_release_wakes_a_waiter() {
     let cluster = cluster(3);
-    let c = client(&cluster)
-        .retry_delay(Duration::from_secs(20))
-        .retry_jitter(Duration::ZERO)
-        .wait(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let c = patient(&cluster);
     let sem = c.semaphore("full", 2).unwrap();
     let a = sem.try_acquire().await.unwrap().expect("first permit");
     let b = sem.try_acquire().await.unwrap().expect("second permit");

@@ -174,21 +174,29 @@ pub(crate) fn commit_decided(n: usize, at_token: usize, round: &Tally) -> Option
 /// [`Tally::decision`] rule: a node that granted another candidate, or none, said no to
 /// this one.
 ///
-/// `granted[c]` counts the nodes that granted candidate `c`; `refused` those that granted
-/// none; `failed` those without a usable answer. Returns the candidate won at a quorum,
+/// `granted` yields, per candidate in order, the nodes that granted it (an iterator, so a
+/// round can pass its live counters without collecting them at each answer); `refused`
+/// those that granted none; `failed` those without a usable answer. Returns the candidate won at a quorum,
 /// if any, with the round's decision: won as soon as one candidate has a quorum (at most
 /// one can: each node grants one, and two quorums would need more than `n` nodes);
 /// pending while any candidate could still get one; otherwise failed when failed nodes
 /// kept some candidate from a quorum, refused when answers alone ruled every one out.
-pub(crate) fn split_decision(
+pub(crate) fn split_decision<I>(
     n: usize,
-    granted: &[usize],
+    granted: I,
     refused: usize,
     failed: usize,
-) -> (Decision, Option<usize>) {
-    let answered: usize = granted.iter().sum::<usize>() + refused;
+) -> (Decision, Option<usize>)
+where
+    I: IntoIterator<Item = usize>,
+    I::IntoIter: Clone,
+{
+    let granted = granted.into_iter();
+    let answered: usize = granted.clone().sum::<usize>() + refused;
     let mut overall = Decision::Refused;
-    for (c, &yes) in granted.iter().enumerate() {
+    let mut candidates = 0;
+    for (c, yes) in granted.enumerate() {
+        candidates += 1;
         let tally = Tally {
             n,
             yes,
@@ -202,7 +210,7 @@ pub(crate) fn split_decision(
             Decision::Failed | Decision::Refused => {}
         }
     }
-    if granted.is_empty() {
+    if candidates == 0 {
         // No candidates at all: the same rule with nobody able to say yes.
         overall = Tally {
             n,
@@ -268,7 +276,7 @@ mod tests {
             let mut t = Tally::new(n);
             for v in &all {
                 t.record(*v);
-                let (d, c) = split_decision(n, &[t.yes], t.no, t.failed);
+                let (d, c) = split_decision(n, [t.yes], t.no, t.failed);
                 prop_assert_eq!(d, t.decision());
                 prop_assert_eq!(c.is_some(), d == Decision::Won);
             }
@@ -292,7 +300,7 @@ mod tests {
                     4 => refused += 1,
                     _ => failed += 1,
                 }
-                let (d, c) = split_decision(n, &granted, refused, failed);
+                let (d, c) = split_decision(n, granted.iter().copied(), refused, failed);
                 if let Some(c) = c {
                     prop_assert!(granted[c] >= quorum(n));
                 }

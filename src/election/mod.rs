@@ -37,7 +37,6 @@ use crate::core::quorum::{self, Decision, Vote};
 use crate::core::{NodeCalls, decided, no_quorum, run_round};
 use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
-use crate::lease::grant::{self, Granted, Won};
 use crate::lease::wait::{self, Held, Waiting};
 use crate::mutex::{AcquireOptions, AcquirePlan, LockGuard, check_resource, wraps_guard};
 use crate::scripts::Keys;
@@ -206,9 +205,9 @@ impl Election {
         let q = quorum::quorum(n);
         let start = clock::now();
         let mut calls = NodeCalls::with_capacity(n);
-        for node in nodes.iter() {
+        for (i, node) in nodes.iter().enumerate() {
             let (node, keys) = (Arc::clone(node), Arc::clone(&self.keys));
-            calls.push(0, async move { node.read_leader(&keys).await });
+            calls.push(i, async move { node.read_leader(&keys).await });
         }
         let mut records: HashMap<(String, u64, String), Vec<Duration>> = HashMap::new();
         let mut errors: Vec<NodeError> = Vec::new();
@@ -304,33 +303,14 @@ impl Election {
         Ok(rx)
     }
 
-    /// One attempt: the mutex's grant on the election's lock (the token is the term),
-    /// then the record published on a majority.
+    /// One attempt: the mutex's, on the election's lock (the token is the term), then the
+    /// record published on a majority.
     async fn attempt(&self, value: &str, plan: &AcquirePlan) -> Result<Option<Leadership>, Error> {
-        let candidates = std::slice::from_ref(&self.keys);
-        let terms = self.client.terms(plan, true);
-        let name = |_| self.name.to_string();
-        let won = grant::acquire(
-            self.client.nodes(),
-            &self.name,
-            candidates,
-            terms,
-            name,
-            |c| {
-                let keys = Arc::clone(&self.keys);
-                async move {
-                    let on_repeat = c.on_repeat();
-                    let counter = c.node.acquire(&keys, &c.owner, c.ttl_ms, on_repeat).await?;
-                    Ok(counter.map(Granted::only))
-                }
-            },
-        )
-        .await?;
-        let Some(Won { lease, .. }) = won else {
+        let Some(guard) = self.client.attempt(&self.name, &self.keys, plan).await? else {
             return Ok(None);
         };
         let leading = Leadership {
-            guard: self.client.guard(lease, plan),
+            guard,
             value: Mutex::new(value.to_owned()),
         };
         if let Err(e) = leading.publish(value).await {
@@ -404,7 +384,7 @@ impl Leadership {
             return Err(self.lost_error(LossReason::ValidityElapsed));
         }
         let lease = self.guard.lease();
-        let nodes = self.client_nodes();
+        let nodes = lease.nodes();
         let n = nodes.len();
         let term = lease.token().get();
         let mut calls = NodeCalls::with_capacity(n);
@@ -435,10 +415,6 @@ impl Leadership {
                 Err(no_quorum(self.resource(), Step::Proclaim, &round, n))
             }
         }
-    }
-
-    fn client_nodes(&self) -> &crate::core::Nodes {
-        self.guard.lease().nodes()
     }
 
     fn lost_error(&self, reason: LossReason) -> Error {

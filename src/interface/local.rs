@@ -126,6 +126,12 @@ impl Shared {
         self.names.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The release signal of the lease stored under `key`.
+    fn released(&self, key: &str) -> Arc<Notify> {
+        let mut names = self.names();
+        Arc::clone(&names.entry(key.to_owned()).or_default().released)
+    }
+
     /// One attempt on the lease stored under `key`, handed out as `name`; on refusal, the
     /// holder's expiry.
     fn take(
@@ -281,12 +287,6 @@ struct LocalLock {
 }
 
 impl LocalLock {
-    /// The name's release signal.
-    fn released(&self) -> Arc<Notify> {
-        let mut names = self.locks.shared.names();
-        Arc::clone(&names.entry(self.name.clone()).or_default().released)
-    }
-
     /// One attempt; on refusal, the holder's expiry.
     fn attempt(&self, ttl: Duration) -> Result<LocalHandle, Instant> {
         Shared::take(&self.locks.shared, &self.name, &self.name, ttl)
@@ -323,7 +323,7 @@ impl DistributedLock for LocalLock {
         Box::pin(async move {
             let ttl = self.ttl(ttl)?;
             let wait = wait.unwrap_or(self.locks.wait);
-            let released = [self.released()];
+            let released = [self.locks.shared.released(&self.name)];
             let h = wait_for(&self.name, wait, &released, || self.attempt(ttl)).await?;
             Ok(Box::new(h) as Box<dyn LockHandle>)
         })
@@ -389,11 +389,6 @@ struct LocalRwLock {
 }
 
 impl LocalRwLock {
-    fn released(&self) -> Arc<Notify> {
-        let mut names = self.locks.shared.names();
-        Arc::clone(&names.entry(self.key.clone()).or_default().released)
-    }
-
     /// A writer's wait (or single attempt), whose marker goes when it ends without the
     /// lock, cancelled included; `None` for a reader.
     fn writer(&self, write: bool) -> Option<Withdraw<'_>> {
@@ -435,7 +430,7 @@ impl LocalRwLock {
         let id = writer.as_ref().map(|w| w.id);
         let shared = &self.locks.shared;
         let attempt = || shared.take_rw(&self.key, &self.name, ttl, id);
-        let released = [self.released()];
+        let released = [shared.released(&self.key)];
         let got = wait_for(&self.name, wait, &released, attempt).await;
         if let Some(w) = writer.as_mut() {
             w.won = got.is_ok();
@@ -553,12 +548,7 @@ impl DistributedElection for LocalElection {
         Box::pin(async move {
             let ttl = self.locks.ttl(ttl)?;
             let wait = wait.unwrap_or(self.locks.wait);
-            let released = {
-                let mut names = self.locks.shared.names();
-                [Arc::clone(
-                    &names.entry(self.key.clone()).or_default().released,
-                )]
-            };
+            let released = [self.locks.shared.released(&self.key)];
             let h = wait_for(&self.name, wait, &released, || self.attempt(value, ttl)).await?;
             Ok(Box::new(h) as Box<dyn LockHandle>)
         })
@@ -598,12 +588,7 @@ impl SetProvider for LocalLocks {
     ) -> BoxFuture<'a, Result<Box<dyn SetHandle>, Error>> {
         Box::pin(async move {
             let (set, ttl) = (check_set(names)?, self.ttl(ttl)?);
-            let released: Vec<Arc<Notify>> = {
-                let mut all = self.shared.names();
-                set.iter()
-                    .map(|n| Arc::clone(&all.entry(n.clone()).or_default().released))
-                    .collect()
-            };
+            let released: Vec<Arc<Notify>> = set.iter().map(|n| self.shared.released(n)).collect();
             let label = format!("{set:?}");
             let wait = wait.unwrap_or(self.wait);
             let attempt = || self.shared.take_set(&set, ttl);

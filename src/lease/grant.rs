@@ -161,8 +161,8 @@ where
         Err(_) => Vote::Failed,
     };
     let split = |t: &Tally| {
-        let counts: Vec<usize> = granted.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-        quorum::split_decision(n, &counts, t.no, t.failed)
+        let counts = granted.iter().map(|c| c.load(Ordering::Relaxed));
+        quorum::split_decision(n, counts, t.no, t.failed)
     };
     let (round, pending) =
         run_round(calls, n, vote, |t| split(t).0 != Decision::Pending, None).await;

@@ -182,7 +182,7 @@ impl SemaphoreModel {
                         _ => refused += 1,
                     }
                 }
-                match split_decision(n, &granted, refused, 0) {
+                match split_decision(n, granted.iter().copied(), refused, 0) {
                     (Decision::Won, Some(k)) => Some(Some(u8::try_from(k).unwrap_or(u8::MAX))),
                     (Decision::Pending, _) => None,
                     _ => Some(None),

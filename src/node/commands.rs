@@ -377,16 +377,11 @@ impl Node {
             Hold::Member => &RW_EXTEND_READER,
             Hold::Leader => &ELECT_EXTEND,
         };
-        let request = if keys.rest.is_empty() {
-            evalsha(script, &[&keys.lock], |c| {
+        let request = with_locks(keys, |locks| {
+            evalsha(script, locks, |c| {
                 c.arg(owner).arg(ttl_ms);
             })
-        } else {
-            let locks: Vec<&str> = keys.locks().map(|k| k.lock.as_str()).collect();
-            evalsha(script, &locks, |c| {
-                c.arg(owner).arg(ttl_ms);
-            })
-        };
+        });
         let v = self.call(Step::Extend, request).await?;
         self.flag(Step::Extend, v)
     }
@@ -399,27 +394,14 @@ impl Node {
         owner: &str,
         announce: Announce,
     ) -> Result<Release, NodeError> {
-        let channel = match announce {
-            Announce::Waiters => keys.released.as_str(),
-            Announce::Quietly => "",
-        };
         let script = match keys.hold {
             Hold::Key => &RELEASE,
             Hold::Member => &RW_RELEASE_READER,
             Hold::Leader => &ELECT_RELEASE,
         };
-        let request = if keys.hold == Hold::Leader {
-            // The record goes with the lock; one announcement.
-            evalsha(script, &[&keys.lock, keys.record()], |c| {
-                c.arg(owner).arg(channel);
-            })
-        } else if keys.rest.is_empty() {
-            evalsha(script, &[&keys.lock], |c| {
-                c.arg(owner).arg(channel);
-            })
-        } else {
-            let locks: Vec<&str> = keys.locks().map(|k| k.lock.as_str()).collect();
-            evalsha(script, &locks, |c| {
+        // One channel per key (an election's leader takes the first, its lock's).
+        let request = with_locks(keys, |locks| {
+            evalsha(script, locks, |c| {
                 c.arg(owner);
                 for k in keys.locks() {
                     c.arg(match announce {
@@ -428,7 +410,7 @@ impl Node {
                     });
                 }
             })
-        };
+        });
         let repeated_at = Mutex::new(None);
         let v = self
             .call_repeating(Step::Release, request, || {
@@ -533,6 +515,17 @@ impl Node {
 
 /// `EVALSHA sha numkeys keys... args...` of `script`, the arguments added by `args`;
 /// sized so that building it does not reallocate.
+/// Runs `f` with the names of every lock key of the lease (`Keys::locks`), without an
+/// allocation for the usual single key.
+fn with_locks<R>(keys: &Keys, f: impl FnOnce(&[&str]) -> R) -> R {
+    if keys.rest.is_empty() {
+        f(&[keys.lock.as_str()])
+    } else {
+        let locks: Vec<&str> = keys.locks().map(|k| k.lock.as_str()).collect();
+        f(&locks)
+    }
+}
+
 fn evalsha(script: &'static Script, keys: &[&str], args: impl FnOnce(&mut Cmd)) -> Request {
     let data = 64 + script.get_hash().len() + keys.iter().map(|k| k.len()).sum::<usize>();
     let mut cmd = Cmd::with_capacity(5 + keys.len(), data + 64);

@@ -51,7 +51,7 @@ use crate::lease::grant::{self, Granted, Won};
 use crate::lease::wait::{self, Waiting};
 use crate::mutex::{AcquireOptions, AcquirePlan, LockGuard, check_resource, wraps_guard};
 use crate::node::Announce;
-use crate::scripts::{Keys, RwKeys};
+use crate::scripts::RwKeys;
 
 /// A reader-writer lock over the client's nodes: many [`ReadGuard`]s or one
 /// [`WriteGuard`] at a time. Get one with [`Client::rwlock`]; it is cheap to clone.
@@ -73,10 +73,6 @@ pub struct RwLock {
     client: Client,
     name: Arc<str>,
     keys: Arc<RwKeys>,
-    /// The two sides' lease keys, as grant candidates, and the writers' marker.
-    reader: Arc<Keys>,
-    writer: Arc<Keys>,
-    marker: Arc<Keys>,
 }
 
 impl std::fmt::Debug for RwLock {
@@ -103,14 +99,10 @@ impl Client {
     /// [`Error::InvalidResource`] for an empty or over-long name.
     pub fn rwlock(&self, name: &str) -> Result<RwLock, Error> {
         check_resource(name)?;
-        let keys = RwKeys::new(&self.settings().prefix, name);
         Ok(RwLock {
             client: self.clone(),
             name: name.into(),
-            reader: Arc::new(keys.reader.clone()),
-            writer: Arc::new(keys.writer.clone()),
-            marker: Arc::new(keys.waiting.clone()),
-            keys: Arc::new(keys),
+            keys: Arc::new(RwKeys::new(&self.settings().prefix, name)),
         })
     }
 }
@@ -284,8 +276,8 @@ impl RwLock {
         waiter: &Waiter<'_>,
     ) -> Result<Option<LockGuard>, Error> {
         let lease_keys = match side {
-            Side::Read => &self.reader,
-            Side::Write => &self.writer,
+            Side::Read => &self.keys.reader,
+            Side::Write => &self.keys.writer,
         };
         let candidates = std::slice::from_ref(lease_keys);
         let terms = self.client.terms(plan, side == Side::Write);
@@ -376,7 +368,7 @@ impl Drop for Waiter<'_> {
         };
         let nodes = self.lock.client.nodes();
         let all: Vec<usize> = (0..nodes.len()).collect();
-        nodes.release_untracked(&all, &self.lock.marker, &self.id, announce);
+        nodes.release_untracked(&all, &self.lock.keys.waiting, &self.id, announce);
     }
 }
 

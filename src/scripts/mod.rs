@@ -4,7 +4,7 @@
 //! Each script takes the lock key as `KEYS[1]` and, where it needs it, the fence counter as
 //! `KEYS[2]`; both share one hash tag (see [`Keys`]).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use redis::Script;
 
@@ -149,12 +149,12 @@ impl Keys {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RwKeys {
     /// A writer's lease: the writer key.
-    pub(crate) writer: Keys,
+    pub(crate) writer: Arc<Keys>,
     /// A reader's lease: its entry in the reader set.
-    pub(crate) reader: Keys,
+    pub(crate) reader: Arc<Keys>,
     /// A waiting writer's marker, as a key its writer can release (announced: readers
     /// wait for it to go).
-    pub(crate) waiting: Keys,
+    pub(crate) waiting: Arc<Keys>,
 }
 
 impl Keys {
@@ -194,27 +194,27 @@ impl RwKeys {
         let tag = hash_tag(name);
         let key = |what: &str| format!("{prefix}:{{{tag}}}:rw:{what}");
         Self {
-            writer: Keys {
+            writer: Arc::new(Keys {
                 lock: key("lock"),
                 fence: key("fence"),
                 released: key("released"),
                 hold: Hold::Key,
                 rest: Vec::new(),
-            },
-            reader: Keys {
+            }),
+            reader: Arc::new(Keys {
                 lock: key("readers"),
                 fence: key("fence"),
                 released: key("released"),
                 hold: Hold::Member,
                 rest: Vec::new(),
-            },
-            waiting: Keys {
+            }),
+            waiting: Arc::new(Keys {
                 lock: key("waiting"),
                 fence: key("fence"),
                 released: key("released"),
                 hold: Hold::Key,
                 rest: Vec::new(),
-            },
+            }),
         }
     }
 }

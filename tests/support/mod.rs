@@ -22,6 +22,17 @@ pub fn client(cluster: &Cluster) -> ClientBuilder {
         .retry_jitter(Duration::from_millis(2))
 }
 
+/// A client whose retry delay (20 s) is far beyond any test's patience: whatever it gets
+/// within a few seconds, a release announcement woke it for. Waits up to 30 s.
+pub fn patient(cluster: &Cluster) -> redfence::Client {
+    client(cluster)
+        .retry_delay(Duration::from_secs(20))
+        .retry_jitter(Duration::ZERO)
+        .wait(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
 /// A plain connection to node `i`, for setting up and inspecting keys.
 pub async fn raw(cluster: &Cluster, i: usize) -> MultiplexedConnection {
     redis::Client::open(cluster.url(i))
