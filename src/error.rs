@@ -172,6 +172,17 @@ pub enum LossReason {
         /// Nodes that said so.
         nodes: usize,
     },
+    /// A majority of nodes answered that `resource`, one of a set's resources
+    /// ([`Client::acquire_all`](crate::Client::acquire_all)), is gone or belongs to
+    /// another owner: the whole set is lost (an extension renews all of a set's keys or
+    /// none).
+    PartNotOwner {
+        /// The resource found gone (the one most of those nodes named first, in the
+        /// set's name order).
+        resource: String,
+        /// Nodes that said the set is not ours.
+        nodes: usize,
+    },
     /// Failed nodes kept a quorum out of reach until the validity ran out.
     QuorumUnreachable {
         /// Each failed or silent node's cause, naming the node.
@@ -196,6 +207,10 @@ impl fmt::Display for LossReason {
             Self::NotOwner { nodes } => {
                 write!(f, "{nodes} nodes say the lock is gone or has another owner")
             }
+            Self::PartNotOwner { resource, nodes } => write!(
+                f,
+                "{nodes} nodes say the set's resource {resource:?} is gone or has another owner"
+            ),
             Self::QuorumUnreachable { errors } => {
                 write!(f, "no quorum could renew it in time{}", NodeErrors(errors))
             }

@@ -3,7 +3,7 @@
 //! [`watchdog`] that keeps it alive and reports its loss. Every primitive's handle wraps
 //! a [`LeaseHandle`]; none holds a lease any other way.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -22,7 +22,7 @@ use crate::core::quorum::{self, Decision, Vote};
 use crate::core::{NodeCalls, Nodes, ReleaseLedger, decided, no_quorum, run_round};
 use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
-use crate::node::{Announce, Release};
+use crate::node::{Announce, Release, Renewal};
 use crate::scripts::Keys;
 
 /// A held lease on one set of keys: its state channel and deadline, and the extend and
@@ -43,6 +43,9 @@ pub(crate) struct Lease {
     /// Whether this owner's keys must go, and what the release did per node, for the
     /// task finishing the grant round's stragglers.
     pub(crate) ledger: Arc<ReleaseLedger>,
+    /// A set's resource names in `Keys::locks` order, so that its loss names the part
+    /// lost (set once the set is won; unset for every other lease).
+    pub(crate) parts: OnceLock<Arc<[String]>>,
     deadline: Mutex<Instant>,
     pub(crate) state: watch::Sender<LockState>,
 }
@@ -90,6 +93,7 @@ impl Lease {
             ttl: p.ttl,
             acquired_at: p.acquired_at,
             ledger: p.ledger,
+            parts: OnceLock::new(),
             deadline: Mutex::new(p.deadline),
             state: watch::Sender::new(LockState::Held {
                 deadline: p.deadline,
@@ -135,6 +139,37 @@ impl Lease {
         });
     }
 
+    /// Why a refused extension lost the lease: a set's names the resource most refusing
+    /// nodes found gone (the first one each found), every other lease's is `NotOwner`.
+    fn not_owner(
+        &self,
+        answers: &[(usize, Result<Renewal, NodeError>)],
+        nodes: usize,
+    ) -> LossReason {
+        let Some(parts) = self.parts.get() else {
+            return LossReason::NotOwner { nodes };
+        };
+        let mut counts = vec![0usize; parts.len()];
+        for (_, a) in answers {
+            if let Ok(Renewal::NotOurs { part }) = a {
+                if let Some(c) = counts.get_mut(*part) {
+                    *c += 1;
+                }
+            }
+        }
+        // The most named part; the first of them on a tie.
+        let part = (0..counts.len())
+            .max_by_key(|&i| (counts[i], std::cmp::Reverse(i)))
+            .unwrap_or(0);
+        match parts.get(part) {
+            Some(resource) => LossReason::PartNotOwner {
+                resource: resource.clone(),
+                nodes,
+            },
+            None => LossReason::NotOwner { nodes },
+        }
+    }
+
     pub(crate) fn lost_error(&self, reason: LossReason) -> Error {
         Error::Lost {
             resource: self.resource.clone(),
@@ -168,7 +203,7 @@ impl Lease {
                 (Arc::clone(node), Arc::clone(&self.keys), self.owner.clone());
             calls.push(i, async move { node.extend(&keys, &owner, ttl_ms).await });
         }
-        let (round, pending) = run_round(calls, n, flag_vote, decided, Some(limit)).await;
+        let (round, pending) = run_round(calls, n, renewal_vote, decided, Some(limit)).await;
         self.nodes.background().finish(pending);
         if round.timed_out || clock::now() >= limit {
             // A concurrent extension that won while this one waited has renewed the lease:
@@ -208,9 +243,7 @@ impl Lease {
                 Extension::Extended(deadline.saturating_duration_since(clock::now()))
             }
             Decision::Refused => {
-                self.publish_lost(LossReason::NotOwner {
-                    nodes: round.tally.no,
-                });
+                self.publish_lost(self.not_owner(&round.answers, round.tally.no));
                 Extension::NotOwner(round.tally.no)
             }
             Decision::Failed | Decision::Pending => {
@@ -261,10 +294,10 @@ impl Lease {
     }
 }
 
-fn flag_vote(r: &Result<bool, NodeError>) -> Vote {
+fn renewal_vote(r: &Result<Renewal, NodeError>) -> Vote {
     match r {
-        Ok(true) => Vote::Yes,
-        Ok(false) => Vote::No,
+        Ok(Renewal::Renewed) => Vote::Yes,
+        Ok(Renewal::NotOurs { .. }) => Vote::No,
         Err(_) => Vote::Failed,
     }
 }

@@ -25,6 +25,16 @@ pub(crate) enum Announce {
     Quietly,
 }
 
+/// What one node's extension did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renewal {
+    /// Every key of the lease was ours and now runs at least the TTL more.
+    Renewed,
+    /// The key at `part` in `Keys::locks` order (the first found) is gone or another
+    /// owner's; nothing was touched.
+    NotOurs { part: usize },
+}
+
 /// What one node's release did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Release {
@@ -371,7 +381,7 @@ impl Node {
         keys: &Keys,
         owner: &str,
         ttl_ms: u64,
-    ) -> Result<bool, NodeError> {
+    ) -> Result<Renewal, NodeError> {
         let script = match keys.hold {
             Hold::Key => &EXTEND,
             Hold::Member => &RW_EXTEND_READER,
@@ -383,7 +393,17 @@ impl Node {
             })
         });
         let v = self.call(Step::Extend, request).await?;
-        self.flag(Step::Extend, v)
+        // 1: renewed; 0 (one key) or -i (KEYS[i], the first not ours): not ours.
+        match v {
+            Value::Int(1) => Ok(Renewal::Renewed),
+            Value::Int(0) => Ok(Renewal::NotOurs { part: 0 }),
+            Value::Int(i) if i < 0 && i.unsigned_abs() <= keys.locks().count() as u64 => {
+                Ok(Renewal::NotOurs {
+                    part: usize::try_from(i.unsigned_abs() - 1).unwrap_or(0),
+                })
+            }
+            other => Err(self.bad_reply(Step::Extend, &other)),
+        }
     }
 
     /// Deletes the lock where it is `owner`'s. [`Announce::Waiters`] publishes the release for

@@ -204,9 +204,13 @@ impl<'a> Set<'a> {
             }
         })
         .await?;
-        Ok(won.map(|Won { lease, .. }| SetGuard {
-            guard: self.client.guard(lease, plan),
-            names: Arc::clone(&self.names),
+        Ok(won.map(|Won { lease, .. }| {
+            // Before the watchdog starts: a loss then names the resource lost.
+            let _ = lease.parts.set(Arc::clone(&self.names));
+            SetGuard {
+                guard: self.client.guard(lease, plan),
+                names: Arc::clone(&self.names),
+            }
         }))
     }
 }
