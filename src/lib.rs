@@ -33,7 +33,9 @@ pub use client::{
     DEFAULT_WAIT, MAX_HOLD, MAX_TTL, Watchdog,
 };
 pub use clock::now;
-pub use election::{Election, Leader, Leadership, MAX_LEADER_VALUE};
+pub use election::{
+    Election, Follower, LEADERSHIPS_KEPT, Leader, LeaderChange, Leadership, MAX_LEADER_VALUE,
+};
 pub use error::{ConfigError, Error, LossReason, NodeError, NodeErrorKind, Step};
 pub use fence::FencingToken;
 pub use interface::{

@@ -21,7 +21,7 @@ use redfence::fence::{RedisFencedStore, Verdict};
 use redfence::testkit::history::{Check, Event, History};
 use redfence::testkit::{Cluster, Fault as Net, Persistence, Proxies};
 use redfence::{
-    AcquireOptions, Client, Error, Leadership, LockGuard, LockState, Permit, WriteGuard,
+    AcquireOptions, Client, Error, Follower, Leadership, LockGuard, LockState, Permit, WriteGuard,
 };
 
 const TTL: Duration = Duration::from_secs(1);
@@ -185,25 +185,28 @@ async fn worker(
     }
 }
 
-/// An observer of the election: every leader it is shown, by term, until the run stops.
-async fn observe(client: Client, shared: Arc<Shared>) -> Vec<u64> {
+/// A follower of the election: every leadership it is shown, by term, until the run
+/// stops; and the follower, to catch up with the end of the run.
+async fn observe(client: Client, shared: Arc<Shared>) -> (Vec<u64>, Follower) {
     let election = client.election(ELECT[0]).unwrap();
-    let mut rx = loop {
+    let mut follower = loop {
         // The first read can fall into a fault: try again.
-        match election.observe(Duration::from_millis(200)).await {
-            Ok(rx) => break rx,
+        match election.follow(Duration::from_millis(200)).await {
+            Ok(f) => break f,
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
     let mut seen = Vec::new();
     while !shared.stop.load(Ordering::SeqCst) {
-        let shown = rx.borrow_and_update().as_ref().map(|l| l.term.get());
-        if let Some(term) = shown.filter(|t| seen.last() != Some(t)) {
-            seen.push(term);
+        // Cancel-safe: a change cut off by the time-out comes with the next call.
+        if let Ok(Ok(change)) =
+            tokio::time::timeout(Duration::from_millis(100), follower.next()).await
+        {
+            assert!(!change.gap_before, "a follower fell behind: {change:?}");
+            seen.push(change.term.get());
         }
-        let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
     }
-    seen
+    (seen, follower)
 }
 
 /// A holder of a set of locks: each resource is recorded as a holder of that lock with
@@ -715,13 +718,13 @@ async fn chaos_run_keeps_every_promise() {
             .expect("a worker hung")
             .unwrap();
     }
-    let mut seen_by = Vec::new();
+    let mut following = Vec::new();
     for o in observers {
         let seen = tokio::time::timeout(Duration::from_secs(30), o)
             .await
             .expect("an observer hung")
             .unwrap();
-        seen_by.push(seen);
+        following.push(seen);
     }
 
     let mut logs = HashMap::new();
@@ -787,21 +790,40 @@ async fn chaos_run_keeps_every_promise() {
         "the election hardly changed hands ({} terms)\n{report}",
         issued.len()
     );
-    for (o, seen) in seen_by.iter().enumerate() {
+    // Every leadership a campaign returned is in the log of a majority: each follower,
+    // caught up with the end of the run, has been shown every one, in term order.
+    let last = issued.iter().max().copied().unwrap_or(0);
+    for (o, (mut seen, mut follower)) in following.into_iter().enumerate() {
+        while seen.last().is_none_or(|t| *t < last) {
+            let change = tokio::time::timeout(Duration::from_secs(10), follower.next())
+                .await
+                .unwrap_or_else(|_| panic!("follower {o} stalled after {seen:?}"))
+                .unwrap_or_else(|e| panic!("follower {o}: {e}"));
+            assert!(!change.gap_before, "follower {o} fell behind: {change:?}");
+            seen.push(change.term.get());
+        }
         assert!(
             seen.windows(2).all(|w| w[0] < w[1]),
-            "observer {o} saw terms out of order: {seen:?}"
+            "follower {o} saw terms out of order: {seen:?}"
         );
-        // A term no worker recorded is a candidate that held the lock and published its
-        // record, but whose campaign then failed (its publish round ran out of time
-        // under a fault) and which resigned at once: a real, brief leadership, shown.
+        let first = seen[0];
+        let missed: Vec<u64> = issued
+            .iter()
+            .copied()
+            .filter(|t| *t >= first && !seen.contains(t))
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "follower {o} missed leaderships {missed:?}\n{report}"
+        );
+        // A term no worker recorded is a candidate that held the lock and logged its
+        // term, but whose campaign then failed (its publish round did not reach a
+        // majority under a fault) and which resigned at once.
         let abandoned = seen.iter().filter(|t| !issued.contains(t)).count();
-        assert!(!seen.is_empty(), "observer {o} saw no leader\n{report}");
+        let from_start = issued.iter().filter(|t| **t >= first).count();
         println!(
-            "observer {o} saw {} of {} leaderships, in term order ({abandoned} abandoned \
-             campaigns among them)",
-            seen.len(),
-            issued.len()
+            "follower {o} was shown all {from_start} leaderships since it started, in term \
+             order ({abandoned} abandoned campaigns among them)"
         );
     }
     println!(

@@ -1,7 +1,7 @@
 //! Leader election on real nodes: one leader at a time with increasing terms, the
 //! record readable by anyone, resign handing over at once, a dead leader's successor
 //! within one TTL, observers following every change in term order without contending,
-//! and a lost leadership that stops answering "leader".
+//! followers shown every leadership however brief, and a lost leadership that stops answering "leader".
 
 mod support;
 
@@ -132,6 +132,137 @@ async fn observers_follow_every_leader_in_term_order() {
         l.resign().await.unwrap();
     }
     assert!(terms.windows(2).all(|w| w[0] < w[1]), "{terms:?}");
+}
+
+/// Three candidates on two clients hand the leadership over as fast as they can (each
+/// resigns the moment it leads), through a node's death: a follower on a third client,
+/// whose poll is 30 s, is shown every leadership, in term order, with its value; so is a
+/// follower that reads nothing until the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_is_shown_every_leadership_however_brief() {
+    let cluster = cluster(3);
+    // The candidates retry soon after a split vote (which wakes no one); the followers
+    // only read when woken, or every 30 s.
+    let quick = || client(&cluster).build().unwrap();
+    let (a, b, o) = (quick(), quick(), quick());
+    let first = a.election("brief").unwrap();
+    let first = first.campaign("first").await.unwrap();
+    let observer = o.election("brief").unwrap();
+    let mut live = observer.follow(Duration::from_secs(30)).await.unwrap();
+    let mut late = observer.follow(Duration::from_secs(30)).await.unwrap();
+    let mut issued = vec![(first.term(), "first".to_owned())];
+    first.resign().await.unwrap();
+    let (tx, mut shown) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = tokio::spawn(async move {
+        loop {
+            let change = live.next().await.unwrap();
+            if tx
+                .send((change.term, change.value, change.gap_before))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let candidates: Vec<_> = [&a, &b, &b]
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let election = c.election("brief").unwrap();
+            tokio::spawn(async move {
+                let mut won = Vec::new();
+                for round in 0..12 {
+                    let value = format!("{i}:{round}");
+                    let l = election.campaign(&value).await.unwrap();
+                    won.push((l.term(), value));
+                    // A leadership won with the node that then died cannot be decided
+                    // released: its keys expire.
+                    let _ = l.resign().await;
+                }
+                won
+            })
+        })
+        .collect();
+    // Half-way through, a node dies: the followers read the two left.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    cluster.kill(2).unwrap();
+    for c in candidates {
+        issued.extend(c.await.unwrap());
+    }
+    println!("{} leaderships in {:?}", issued.len(), started.elapsed());
+    issued.sort();
+    let last = issued.last().unwrap().0;
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|(t, _)| *t < last) {
+        let (term, value, gap) = tokio::time::timeout(Duration::from_secs(5), shown.recv())
+            .await
+            .expect("the live follower stalled")
+            .unwrap();
+        assert!(!gap, "a gap before {term}");
+        seen.push((term, value));
+    }
+    watcher.abort();
+    let abandoned = shown_exactly(&seen, &issued, "the live follower");
+    let mut caught_up = Vec::new();
+    while caught_up.last().is_none_or(|(t, _)| *t < last) {
+        let change = tokio::time::timeout(Duration::from_secs(5), late.next())
+            .await
+            .expect("the late follower stalled")
+            .unwrap();
+        assert!(!change.gap_before, "{change:?}");
+        caught_up.push((change.term, change.value));
+    }
+    shown_exactly(&caught_up, &issued, "the late follower");
+    println!(
+        "{} leaderships, each shown to both followers ({abandoned} abandoned campaigns too)",
+        issued.len()
+    );
+}
+
+/// `seen` is in strictly increasing term order and holds every leadership `issued`; any
+/// other term is a campaign that logged its term, failed to publish on a majority (the
+/// node it had won with died) and won later with the same value: returns how many.
+fn shown_exactly(
+    seen: &[(redfence::FencingToken, String)],
+    issued: &[(redfence::FencingToken, String)],
+    who: &str,
+) -> usize {
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{who}: {seen:?}");
+    let missed: Vec<_> = issued.iter().filter(|l| !seen.contains(l)).collect();
+    assert!(missed.is_empty(), "{who} missed {missed:?}");
+    let extra: Vec<_> = seen.iter().filter(|l| !issued.contains(l)).collect();
+    for (term, value) in &extra {
+        assert!(
+            issued.iter().any(|(t, v)| v == value && t > term),
+            "{who} was shown {term}: {value:?}, which never led"
+        );
+    }
+    extra.len()
+}
+
+/// A follower that falls more than LEADERSHIPS_KEPT leaderships behind is told so, then
+/// shown the ones kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_falls_behind_is_told() {
+    let cluster = cluster(3);
+    let c = patient(&cluster);
+    let election = c.election("behind").unwrap();
+    let mut follower = election.follow(Duration::from_secs(30)).await.unwrap();
+    let mut terms = Vec::new();
+    for i in 0..redfence::LEADERSHIPS_KEPT + 6 {
+        let l = election.campaign(&i.to_string()).await.unwrap();
+        terms.push(l.term());
+        l.resign().await.unwrap();
+    }
+    let kept = &terms[terms.len() - redfence::LEADERSHIPS_KEPT..];
+    let first = follower.next().await.unwrap();
+    assert!(first.gap_before, "{first:?}");
+    assert_eq!(first.term, kept[0]);
+    for &term in &kept[1..] {
+        let change = follower.next().await.unwrap();
+        assert_eq!((change.term, change.gap_before), (term, false));
+    }
 }
 
 /// A leadership lost on a majority is reported through the loss channel, answers "not

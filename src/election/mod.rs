@@ -41,6 +41,14 @@ use crate::lease::wait::{self, Held, Waiting};
 use crate::mutex::{AcquireOptions, AcquirePlan, LockGuard, check_resource, wraps_guard};
 use crate::scripts::Keys;
 
+mod follow;
+
+pub use follow::{Follower, LeaderChange};
+
+/// How many leaderships an election's log keeps on each node: a
+/// [`Follower`] that falls further behind is told of the gap.
+pub const LEADERSHIPS_KEPT: usize = 64;
+
 /// Longest accepted leader value, in bytes.
 pub const MAX_LEADER_VALUE: usize = 4096;
 

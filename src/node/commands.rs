@@ -9,10 +9,12 @@ use redis::{Cmd, Pipeline, RedisError, Script, ServerError, Value};
 
 use super::{Node, Request};
 use crate::clock;
+use crate::election::LEADERSHIPS_KEPT;
 use crate::error::{NodeError, NodeErrorKind, Step};
 use crate::scripts::{
-    COMMIT, ELECT_EXTEND, ELECT_PROCLAIM, ELECT_READ, ELECT_RELEASE, EXTEND, GRANT_ALL, GRANT_SLOT,
-    Hold, INSPECT, Keys, RELEASE, RW_EXTEND_READER, RW_READ, RW_RELEASE_READER, RW_WRITE, RwKeys,
+    COMMIT, ELECT_EXTEND, ELECT_LOG, ELECT_PROCLAIM, ELECT_READ, ELECT_RELEASE, EXTEND, GRANT_ALL,
+    GRANT_SLOT, Hold, INSPECT, Keys, RELEASE, RW_EXTEND_READER, RW_READ, RW_RELEASE_READER,
+    RW_WRITE, RwKeys,
 };
 
 /// Whether a release is announced to waiters on the resource's release channel.
@@ -23,6 +25,25 @@ pub(crate) enum Announce {
     /// A failed attempt cleans up: announcing it would make every waiter retry into
     /// every other's partial grants.
     Quietly,
+}
+
+/// One node's answer to a read of an election's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogRead {
+    /// How many leaderships the node's log keeps now.
+    pub(crate) kept: usize,
+    /// The term of its oldest entry (0 when it is empty).
+    pub(crate) oldest: u64,
+    /// (term, owner, value) of each entry read, oldest first.
+    pub(crate) entries: Vec<(u64, String, String)>,
+}
+
+/// A log entry `term\nowner\nvalue`.
+fn log_entry(e: &[u8]) -> Option<(u64, String, String)> {
+    let e = String::from_utf8_lossy(e);
+    let mut parts = e.splitn(3, '\n');
+    let term = parts.next()?.parse().ok()?;
+    Some((term, parts.next()?.to_owned(), parts.next()?.to_owned()))
 }
 
 /// What one node's extension did.
@@ -223,9 +244,17 @@ impl Node {
         term: u64,
         value: &str,
     ) -> Result<bool, NodeError> {
-        let request = evalsha(&ELECT_PROCLAIM, &[&keys.lock, keys.record()], |c| {
-            c.arg(owner).arg(term).arg(value).arg(&keys.released);
-        });
+        let request = evalsha(
+            &ELECT_PROCLAIM,
+            &[&keys.lock, keys.record(), keys.log()],
+            |c| {
+                c.arg(owner)
+                    .arg(term)
+                    .arg(value)
+                    .arg(&keys.released)
+                    .arg(LEADERSHIPS_KEPT);
+            },
+        );
         let v = self.call(Step::Proclaim, request).await?;
         self.flag(Step::Proclaim, v)
     }
@@ -259,6 +288,49 @@ impl Node {
             _ => None,
         };
         parsed.map(Some).ok_or_else(|| self.bad_reply(step, &v))
+    }
+
+    /// An election's log of leaderships as this node has it: the entries with a term above
+    /// `after`, oldest first.
+    pub(crate) async fn read_log(
+        self: &Arc<Self>,
+        keys: &Keys,
+        after: u64,
+    ) -> Result<LogRead, NodeError> {
+        let step = Step::Inspect;
+        let request = evalsha(&ELECT_LOG, &[keys.log()], |c| {
+            c.arg(after);
+        });
+        let v = self.call(step, request).await?;
+        let parsed = match &v {
+            Value::Array(items) => match items.as_slice() {
+                [Value::Int(kept), Value::BulkString(oldest), entries @ ..] => {
+                    let oldest = if oldest.is_empty() {
+                        Some(0)
+                    } else {
+                        log_entry(oldest).map(|e| e.0)
+                    };
+                    let entries = entries
+                        .iter()
+                        .map(|e| match e {
+                            Value::BulkString(e) => log_entry(e),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<_>>>();
+                    match (oldest, entries) {
+                        (Some(oldest), Some(entries)) => Some(LogRead {
+                            kept: usize::try_from(*kept).unwrap_or(0),
+                            oldest,
+                            entries,
+                        }),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        parsed.ok_or_else(|| self.bad_reply(step, &v))
     }
 
     /// A reader-writer lock's writer grant (`rw_write.lua`): `Some(counter)` when granted,
@@ -423,7 +495,7 @@ impl Node {
         let request = with_locks(keys, |locks| {
             evalsha(script, locks, |c| {
                 c.arg(owner);
-                for k in keys.locks() {
+                for k in keys.locks().take(locks.len()) {
                     c.arg(match announce {
                         Announce::Waiters => k.released.as_str(),
                         Announce::Quietly => "",
@@ -537,8 +609,11 @@ impl Node {
 /// sized so that building it does not reallocate.
 /// Runs `f` with the names of every lock key of the lease (`Keys::locks`), without an
 /// allocation for the usual single key.
+/// An election's leader lease is its lock and record (its log outlives both).
 fn with_locks<R>(keys: &Keys, f: impl FnOnce(&[&str]) -> R) -> R {
-    if keys.rest.is_empty() {
+    if keys.hold == Hold::Leader {
+        f(&[keys.lock.as_str(), keys.record()])
+    } else if keys.rest.is_empty() {
         f(&[keys.lock.as_str()])
     } else {
         let locks: Vec<&str> = keys.locks().map(|k| k.lock.as_str()).collect();

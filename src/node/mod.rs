@@ -23,7 +23,7 @@ use redis::{
 mod commands;
 mod servers;
 
-pub(crate) use commands::{Announce, Release, Renewal};
+pub(crate) use commands::{Announce, LogRead, Release, Renewal};
 pub(crate) use servers::{Servers, address, identity};
 
 use crate::error::{NodeError, NodeErrorKind, Step};

@@ -50,6 +50,8 @@ pub(crate) static ELECT_PROCLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("elect_proclaim.lua")));
 pub(crate) static ELECT_READ: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("elect_read.lua")));
+pub(crate) static ELECT_LOG: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("elect_log.lua")));
 
 /// Read-only: owner, remaining TTL and counter of one resource.
 pub(crate) static INSPECT: LazyLock<Script> =
@@ -85,7 +87,7 @@ pub(crate) enum Hold {
     /// lock's readers).
     Member,
     /// `lock` is an election's lock key, and `rest[0].lock` its leader record, which
-    /// lives and goes with it.
+    /// lives and goes with it (`rest[1].lock` is its log of leaderships, which stays).
     Leader,
 }
 
@@ -159,14 +161,15 @@ pub(crate) struct RwKeys {
 
 impl Keys {
     /// The election `name`: its lock `P:{R}:elect:lock`, term counter
-    /// `P:{R}:elect:fence`, leader record `P:{R}:elect:leader` (in `rest`) and channel
-    /// `P:{R}:elect:changed`, on which both the end of a leadership and a new record are
-    /// announced. Apart from a mutex of the same name.
+    /// `P:{R}:elect:fence`, leader record `P:{R}:elect:leader` and log of leaderships
+    /// `P:{R}:elect:log` (in `rest`), and channel `P:{R}:elect:changed`, on which both
+    /// the end of a leadership and a new record are announced. Apart from a mutex of the
+    /// same name.
     pub(crate) fn election(prefix: &str, name: &str) -> Self {
         let tag = hash_tag(name);
         let key = |what: &str| format!("{prefix}:{{{tag}}}:elect:{what}");
-        let record = Keys {
-            lock: key("leader"),
+        let part = |what: &str| Keys {
+            lock: key(what),
             fence: key("fence"),
             released: key("changed"),
             hold: Hold::Key,
@@ -177,7 +180,7 @@ impl Keys {
             fence: key("fence"),
             released: key("changed"),
             hold: Hold::Leader,
-            rest: vec![record],
+            rest: vec![part("leader"), part("log")],
         }
     }
 
@@ -185,6 +188,13 @@ impl Keys {
     pub(crate) fn record(&self) -> &str {
         self.rest
             .first()
+            .map_or(self.lock.as_str(), |r| r.lock.as_str())
+    }
+
+    /// An election's log of leaderships.
+    pub(crate) fn log(&self) -> &str {
+        self.rest
+            .get(1)
             .map_or(self.lock.as_str(), |r| r.lock.as_str())
     }
 }
