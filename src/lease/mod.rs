@@ -151,10 +151,10 @@ impl Lease {
         };
         let mut counts = vec![0usize; parts.len()];
         for (_, a) in answers {
-            if let Ok(Renewal::NotOurs { part }) = a {
-                if let Some(c) = counts.get_mut(*part) {
-                    *c += 1;
-                }
+            if let Ok(Renewal::NotOurs { part }) = a
+                && let Some(c) = counts.get_mut(*part)
+            {
+                *c += 1;
             }
         }
         // The most named part; the first of them on a tie.
