@@ -4,7 +4,9 @@
 //! (each client reaches the nodes through its own fault proxies), on a seeded schedule.
 //! A checker then holds the history to redfence's promises.
 //!
-//! The normal test command runs a short seeded run; `scripts/chaos.sh --duration 10m`
+//! The normal test command runs a one-minute seeded run (five election candidates on
+//! three clients among the workers, through kills, pauses and a holder's pause);
+//! `scripts/chaos.sh --duration 10m`
 //! runs a long one (environment: `REDFENCE_CHAOS_DURATION`, `REDFENCE_CHAOS_SEED`).
 
 mod support;
@@ -41,7 +43,7 @@ const LONG: [&str; 1] = ["chaos-long"];
 
 fn duration() -> Duration {
     let Ok(v) = std::env::var("REDFENCE_CHAOS_DURATION") else {
-        return Duration::from_secs(45);
+        return Duration::from_secs(60);
     };
     let v = v.trim();
     let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
