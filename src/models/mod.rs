@@ -37,8 +37,10 @@ use stateright::{Checker, Expectation, Model, Path};
 use crate::client::DEFAULT_DRIFT_FACTOR;
 use crate::core::quorum;
 
+mod election;
 mod mutex;
 mod semaphore;
+mod set;
 
 /// One tick of model time.
 const TICK: Duration = Duration::from_secs(1);
