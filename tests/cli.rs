@@ -565,3 +565,58 @@ async fn elect_runs_while_leading_and_leader_shows_it() {
     let shown = redfence(&nodes(&c), &["leader", "sched"]);
     assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), "no leader");
 }
+
+/// `leader --follow` prints every leadership, in term order, as it happens (woken by the
+/// election's announcements: its poll is 30 s), however brief each one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_follow_prints_every_leadership() {
+    use std::io::BufRead;
+
+    let c = cluster(3);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redfence"))
+        .env("REDFENCE_NODES", nodes(&c))
+        .args(["leader", "--follow", "--poll", "30s", "brief"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The follower is in place once its first read is done: give it a moment, then
+    // make sure it did not miss the first leadership anyway (it would print it).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let election = c
+        .client_builder()
+        .build()
+        .unwrap()
+        .election("brief")
+        .unwrap();
+    let mut expected = Vec::new();
+    for value in ["one", "two", "three"] {
+        let l = election.campaign(value).await.unwrap();
+        expected.push(format!("term {} value {value:?}", l.term()));
+        l.resign().await.unwrap();
+    }
+    let mut shown = Vec::new();
+    while shown.len() < expected.len() {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => shown.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("--follow printed {shown:?}, then nothing: {e}");
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(shown, expected);
+}

@@ -1,5 +1,5 @@
 //! `redfence elect NAME --value V -- CMD`: run a command while leading an election; and
-//! `redfence leader NAME [--watch]`: who leads.
+//! `redfence leader NAME [--watch | --follow]`: who leads, or every leadership.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -91,10 +91,15 @@ pub(crate) async fn elect(args: ElectArgs) -> ExitCode {
 pub(crate) struct LeaderArgs {
     #[command(flatten)]
     nodes: NodesArg,
-    /// Keep printing each change of leader (until interrupted).
-    #[arg(long)]
+    /// Keep printing who leads whenever it changes (a new leader or value, or none), until
+    /// interrupted; a leadership shorter than a look can pass unseen.
+    #[arg(long, conflicts_with = "follow")]
     watch: bool,
-    /// With --watch, how often to look when no change is announced.
+    /// Keep printing every leadership, in term order, none skipped (from the election's
+    /// log), until interrupted: `term T value V` per line.
+    #[arg(long)]
+    follow: bool,
+    /// With --watch or --follow, how often to look when no change is announced.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     poll: Duration,
     /// The election's name.
@@ -122,6 +127,9 @@ pub(crate) async fn leader(args: LeaderArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(exit::USAGE, Chain(&e)),
     };
+    if args.follow {
+        return follow(&election, args.poll).await;
+    }
     if !args.watch {
         return match election.leader().await {
             Ok(l) => {
@@ -140,6 +148,26 @@ pub(crate) async fn leader(args: LeaderArgs) -> ExitCode {
         println!("{}", line(now.as_ref()));
         if rx.changed().await.is_err() {
             return ExitCode::SUCCESS;
+        }
+    }
+}
+
+/// Prints every leadership from the election's log. A failed read is reported on
+/// stderr and retried at the next announcement or poll.
+async fn follow(election: &redfence::Election, poll: Duration) -> ExitCode {
+    let mut follower = match election.follow(poll).await {
+        Ok(f) => f,
+        Err(e) => return fail(exit::NO_QUORUM, Chain(&e)),
+    };
+    loop {
+        match follower.next().await {
+            Ok(change) => {
+                if change.gap_before {
+                    println!("(leaderships missed: this follower fell behind)");
+                }
+                println!("term {} value {:?}", change.term, change.value);
+            }
+            Err(e) => eprintln!("redfence: {}", Chain(&e)),
         }
     }
 }

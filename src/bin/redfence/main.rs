@@ -64,7 +64,7 @@ enum Command {
     Elect(elect::ElectArgs),
     /// Show who leads an election; with --watch, each change.
     #[command(
-        after_help = "Examples:\n  redfence leader scheduler\n  redfence leader scheduler --watch"
+        after_help = "Examples:\n  redfence leader scheduler\n  redfence leader scheduler --watch\n  redfence leader scheduler --follow"
     )]
     Leader(elect::LeaderArgs),
     /// Start a local 5-node cluster and watch workers contend through faults (needs
