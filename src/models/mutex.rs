@@ -17,8 +17,8 @@
 //! never while a reader does; the tokens of successive writers strictly increase; a
 //! reader's token is at least the token of every writer that acquired before the reader
 //! started; no reader that starts while a waiting writer's markers are live on a majority
-//! wins while they stay live (writer preference). Without persistence both break, and the checker
-//! must find it; so must it for each mutation.
+//! wins while they stay live (writer preference). Without persistence the first two
+//! break, and the checker must find it; so must it for each mutation.
 
 use std::fmt;
 
