@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use redfence::testkit::Cluster;
 
+mod support;
+
 /// Three single-node clusters, each also listening for TLS on its own port (the plain
 /// port serves the test kit's readiness check).
 fn tls_nodes() -> Vec<(Cluster, u16)> {
@@ -81,6 +83,17 @@ async fn locks_over_tls() {
             assert!(start.elapsed() < Duration::from_secs(5), "never subscribed");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+    // Nagle's algorithm is off on the TLS connections too (commands and subscriptions).
+    #[cfg(target_os = "linux")]
+    {
+        let tls_ports: Vec<u16> = nodes.iter().map(|(_, port)| *port).collect();
+        let over_tls: Vec<(u16, bool)> = support::tcp_sockets()
+            .into_iter()
+            .filter(|(port, _)| tls_ports.contains(port))
+            .collect();
+        assert!(over_tls.len() >= 6, "{over_tls:?}");
+        assert!(over_tls.iter().all(|(_, nodelay)| *nodelay), "{over_tls:?}");
     }
     let first = g.token();
     assert!(g.release().await.unwrap());

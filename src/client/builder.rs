@@ -338,13 +338,20 @@ impl ClientBuilder {
                 e.to_string()
             },
         };
+        // Nagle's algorithm off: redis-rs leaves it on, and then a second command on a
+        // connection (a release after a grant, a pipelined round) waits for the first one's
+        // acknowledgement, up to a round trip: at WAN distance a contended hand-off paid
+        // that twice. Every connection of the node (commands and wake-ups) is opened from
+        // this info.
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(invalid)?;
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        let info = info.set_tcp_settings(tcp);
         #[cfg(feature = "tls")]
         if self.tls_root.is_some() || self.tls_identity.is_some() {
             self.check_tls_pem().map_err(|reason| ConfigError::Tls {
                 url: redact(url),
                 reason,
             })?;
-            let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(invalid)?;
             if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
                 let certs = redis::TlsCertificates {
                     client_tls: self.tls_identity.as_ref().map(|(cert, key)| {
@@ -361,7 +368,7 @@ impl ClientBuilder {
                 });
             }
         }
-        redis::Client::open(url).map_err(invalid)
+        redis::Client::open(info).map_err(invalid)
     }
 
     /// redis-rs takes unparsable PEM silently (and then trusts nothing): check it here.

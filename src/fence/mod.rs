@@ -171,7 +171,10 @@ impl RedisFencedStore {
     ///
     /// [`StoreError::Redis`] when the URL is invalid or the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let conn = redis::Client::open(url)?
+        let info = redis::IntoConnectionInfo::into_connection_info(url)?;
+        // Nagle off, as on the lock nodes: a write does not wait for the last one's ACK.
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        let conn = redis::Client::open(info.set_tcp_settings(tcp))?
             .get_multiplexed_async_connection()
             .await?;
         Ok(Self::new(conn))

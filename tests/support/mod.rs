@@ -123,3 +123,37 @@ pub async fn command_runs(cluster: &Cluster, i: usize, command: &str) -> u64 {
     };
     field("calls") - field("failed_calls")
 }
+
+/// (peer port, TCP_NODELAY) of every TCP socket this process has open (Linux), read from
+/// an owned duplicate of each descriptor.
+#[cfg(target_os = "linux")]
+pub fn tcp_sockets() -> Vec<(u16, bool)> {
+    let me = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let Ok(fd) = entry.unwrap().file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // A duplicate of the descriptor (gone already if it was closed meanwhile).
+        let Ok(dup) =
+            rustix::process::pidfd_getfd(&me, fd, rustix::process::PidfdGetfdFlags::empty())
+        else {
+            continue;
+        };
+        let Ok(Some(peer)) = rustix::net::getpeername(&dup) else {
+            continue;
+        };
+        let (Ok(peer), Ok(nodelay)) = (
+            std::net::SocketAddr::try_from(peer),
+            rustix::net::sockopt::tcp_nodelay(&dup),
+        ) else {
+            continue;
+        };
+        found.push((peer.port(), nodelay));
+    }
+    found
+}
