@@ -279,18 +279,21 @@ impl Election {
     pub async fn observe(&self, poll: Duration) -> Result<watch::Receiver<Option<Leader>>, Error> {
         let mut releases = self.client.wakeups().watch(&self.keys.released);
         releases.listen();
+        releases.mark();
         let first = self.leader().await?;
         let (tx, rx) = watch::channel(first);
         let election = self.clone();
         let poll = poll.max(Duration::from_millis(10));
         tokio::spawn(async move {
             loop {
-                releases.mark();
                 tokio::select! {
                     () = tx.closed() => return,
                     () = releases.released() => {}
                     () = tokio::time::sleep(poll) => {}
                 }
+                // Before the read: an announcement that arrives while it runs (the
+                // record reaching the rest of the majority) wakes the next wait.
+                releases.mark();
                 // A failed read keeps the last known leader until the next one.
                 let Ok(now) = election.leader().await else {
                     continue;
