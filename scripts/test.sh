@@ -2,7 +2,7 @@
 # The test command: installs redis-server when it is missing, then runs every test
 # (unit, property, model and integration tests against real redis-server processes).
 #
-#   scripts/test.sh            # whole suite, then the model checks
+#   scripts/test.sh            # whole suite, the examples, then the model checks
 #   scripts/test.sh --test acquire   # extra arguments go to `cargo test` (and skip the
 #                                    # model checks)
 set -euo pipefail
@@ -14,7 +14,9 @@ scripts/install-redis.sh
 # stop them (by PID) when each test ends, on failure too.
 cargo test --locked --all-features "$@"
 
-# The model checks (src/models/), ignored by the debug run above, in release.
+# Every example, run against the nodes it starts; then the model checks (src/models/),
+# ignored by the debug run above, in release.
 if [ $# -eq 0 ]; then
+  scripts/examples.sh
   scripts/models.sh
 fi
