@@ -620,3 +620,80 @@ async fn leader_follow_prints_every_leadership() {
     let _ = child.wait();
     assert_eq!(shown, expected);
 }
+
+/// `list` shows the locks held on a majority that match the pattern (not one held on a
+/// single node), as columns or JSON lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_the_locks_held_on_a_majority() {
+    let c = cluster(3);
+    let client = c.client_builder().build().unwrap();
+    let a = client.acquire("jobs:1").await.unwrap();
+    let b = client.acquire("jobs:{2} two").await.unwrap();
+    let other = client.acquire("misc").await.unwrap();
+    // A stray key on one node: no majority, not listed.
+    support::cmd::<()>(&c, 0, &["SET", &support::lock_key("jobs:stray"), "x"]).await;
+
+    let o = redfence(&nodes(&c), &["list", "jobs:*"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("\"jobs:1\""), "{out}");
+    assert!(lines[1].starts_with("\"jobs:{2} two\""), "{out}");
+    let fields: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(fields[2], a.token().to_string(), "{out}");
+
+    let o = redfence(&nodes(&c), &["list", "--json"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{{\"lock\":\"misc\",\"holder\":\"{}\",\"token\":{},",
+            client.inspect("misc").await.unwrap().holder.unwrap(),
+            other.token()
+        )),
+        "{out}"
+    );
+    drop((a, b, other));
+}
+
+/// `break` shows who holds the lock, refuses without a terminal to confirm on unless
+/// `--yes`, then releases it; the next holder's token is larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_releases_a_dead_owners_lock() {
+    let c = cluster(3);
+    let client = c.client_builder().build().unwrap();
+    let held = client
+        .acquire_with("stuck", redfence::AcquireOptions::new().watchdog(false))
+        .await
+        .unwrap();
+    let owner = client.inspect("stuck").await.unwrap().holder.unwrap();
+    let old = held.token();
+    std::mem::forget(held); // the owner "dies": no release
+
+    let o = redfence(&nodes(&c), &["break", "stuck"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--yes"), "{}", stderr(&o));
+    let shown = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        shown.contains(&owner) && shown.contains("3 of 3"),
+        "{shown}"
+    );
+    assert!(
+        client.try_acquire("stuck").await.unwrap().is_none(),
+        "broken without --yes"
+    );
+
+    let o = redfence(&nodes(&c), &["break", "stuck", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let next = client
+        .try_acquire("stuck")
+        .await
+        .unwrap()
+        .expect("still held");
+    assert!(next.token() > old);
+    // Nothing held: said so, and nothing done.
+    next.release().await.unwrap();
+    let o = redfence(&nodes(&c), &["break", "stuck", "--yes"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("not held"));
+}

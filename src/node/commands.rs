@@ -584,6 +584,42 @@ impl Node {
             .collect()
     }
 
+    /// One `SCAN` batch of the keys matching `pattern` from `cursor`: the next cursor
+    /// (0 when the scan is complete) and the keys.
+    pub(crate) async fn scan(
+        self: &Arc<Self>,
+        cursor: u64,
+        pattern: &str,
+        batch: usize,
+    ) -> Result<(u64, Vec<String>), NodeError> {
+        let step = Step::Inspect;
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(batch);
+        let v = self.call(step, Request::Command(cmd)).await?;
+        let parsed = match &v {
+            Value::Array(items) => match items.as_slice() {
+                [Value::BulkString(next), Value::Array(keys)] => {
+                    let next = std::str::from_utf8(next).ok().and_then(|n| n.parse().ok());
+                    let keys = keys
+                        .iter()
+                        .map(|k| match k {
+                            Value::BulkString(k) => Some(String::from_utf8_lossy(k).into_owned()),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<_>>>();
+                    next.zip(keys)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        parsed.ok_or_else(|| self.bad_reply(step, &v))
+    }
+
     /// The text of `INFO` for the named sections.
     pub(crate) async fn info(self: &Arc<Self>, sections: &[&str]) -> Result<String, NodeError> {
         let step = Step::Inspect;

@@ -9,6 +9,7 @@ use redfence::{AcquireOptions, Client, Error};
 
 mod demo;
 mod elect;
+mod ops;
 mod run;
 
 /// Exit statuses, as documented in `--help`.
@@ -59,6 +60,16 @@ enum Command {
         after_help = "Example:\n  redfence status --nodes redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 jobs"
     )]
     Status(StatusArgs),
+    /// List the locks held now on a majority (name, holder, newest token, lease left),
+    /// read with SCAN in batches.
+    #[command(
+        after_help = "Examples:\n  redfence list\n  redfence list 'jobs:*'\n  redfence list --json"
+    )]
+    List(ops::ListArgs),
+    /// Release a lock whose owner died: shows who holds it, asks (or --yes), then deletes
+    /// that owner's keys; the fence counter stays, so the next token is larger.
+    #[command(after_help = "Example:\n  redfence break nightly-backup --yes")]
+    Break(ops::BreakArgs),
     /// Run a command while leading an election.
     #[command(after_help = elect::ELECT_HELP)]
     Elect(elect::ElectArgs),
@@ -189,6 +200,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::demo(args).await,
             Command::Elect(args) => elect::elect(args).await,
             Command::Leader(args) => elect::leader(args).await,
+            Command::List(args) => ops::list(args).await,
+            Command::Break(args) => ops::break_lock(args).await,
         }
     })
 }
