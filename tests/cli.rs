@@ -697,3 +697,54 @@ async fn break_releases_a_dead_owners_lock() {
     let o = redfence(&nodes(&c), &["break", "stuck", "--yes"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("not held"));
 }
+
+/// `status --watch` prints a line each time the lock changes hands, and none while it
+/// does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_prints_each_change_of_hands() {
+    use std::io::BufRead;
+
+    let c = cluster(3);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redfence"))
+        .env("REDFENCE_NODES", nodes(&c))
+        .args(["status", "--watch", "--poll", "20ms", "watched"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = |what: &str| match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(line) => line,
+        Err(e) => panic!("no line for {what}: {e}"),
+    };
+    assert!(next("the start").contains("not held"));
+    let client = c.client_builder().build().unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let g = client.acquire("watched").await.unwrap();
+        let line = next("a holder");
+        assert!(
+            line.contains(&format!("newest token {}", g.token())) && line.contains("on 3 of 3"),
+            "{line}"
+        );
+        // Held a while: polled many times, printed once.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokens.push(g.token());
+        g.release().await.unwrap();
+        assert!(next("the release").contains("not held"));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(tokens[0] < tokens[1]);
+    assert!(rx.try_recv().is_err(), "a line without a change");
+}

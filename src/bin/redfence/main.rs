@@ -96,6 +96,13 @@ pub(crate) struct NodesArg {
 struct StatusArgs {
     #[command(flatten)]
     nodes: NodesArg,
+    /// Keep looking, and print a line each time the lock changes hands (holder, token,
+    /// nodes holding it), until interrupted.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch, how often to look.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    poll: Duration,
     /// The lock name.
     name: String,
 }
@@ -211,6 +218,9 @@ async fn status(args: StatusArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(exit::USAGE, Chain(&e)),
     };
+    if args.watch {
+        return watch_status(&client, &args.name, args.poll).await;
+    }
     let status = match client.inspect(&args.name).await {
         Ok(s) => s,
         Err(e) => return fail(exit::USAGE, Chain(&e)),
@@ -259,6 +269,47 @@ async fn status(args: StatusArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `status --watch`: one line per change of hands, read every `poll`: the time, the
+/// holder on a majority (or none), the newest token, and on how many nodes it is held.
+async fn watch_status(client: &Client, name: &str, poll: Duration) -> ExitCode {
+    let mut last = None;
+    let started = std::time::Instant::now();
+    loop {
+        let status = match client.inspect(name).await {
+            Ok(s) => s,
+            Err(e) => return fail(exit::USAGE, Chain(&e)),
+        };
+        let holder = status.holder.clone();
+        let on = status
+            .nodes
+            .iter()
+            .filter(|v| {
+                v.state
+                    .as_ref()
+                    .is_ok_and(|l| l.owner.is_some() && l.owner == holder)
+            })
+            .count();
+        let now = (holder, status.newest_token());
+        if last.as_ref() != Some(&now) {
+            let at = started.elapsed().as_secs_f64();
+            match &now {
+                (Some(h), token) => println!(
+                    "{at:>8.3}s held by {} (newest token {}) on {on} of {} nodes",
+                    h.chars().take(8).collect::<String>(),
+                    token.map_or("-".into(), |t| t.to_string()),
+                    status.nodes.len()
+                ),
+                (None, token) => println!(
+                    "{at:>8.3}s not held by a quorum (newest token {})",
+                    token.map_or("-".into(), |t| t.to_string())
+                ),
+            }
+            last = Some(now);
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 /// Options shared by acquisitions of the tool.
