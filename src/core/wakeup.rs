@@ -2,8 +2,10 @@
 //!
 //! The release script publishes on the resource's channel (`P:{R}:released`) on every
 //! node it deletes from. A client keeps one pub/sub connection per node, shared by all its
-//! waiters, and wakes the waiters of a resource as soon as any node reports a release, so a
-//! hand-off costs a round trip instead of a retry delay. Everything here is best effort:
+//! waiters, and counts the announcements per node. A waiter whose attempt was kept from a
+//! majority by some nodes is woken once enough of those nodes have announced a release
+//! for a majority to be free ([`Waiter::released_on`]), so a hand-off costs one round
+//! trip instead of a retry delay, and one grant round rather than a refused one first. Everything here is best effort:
 //! a lost message, a node without pub/sub, or a lock that simply expires leaves the
 //! waiter on its jittered retry delay, which always runs alongside.
 //!
@@ -47,12 +49,21 @@ struct Channel {
     /// Subscribed on the nodes (or being subscribed): only once a waiter has to wait, so
     /// an uncontended acquisition costs no pub/sub traffic at all.
     subscribed: bool,
-    /// Bumped on every release message, from any node.
-    releases: watch::Sender<u64>,
+    /// What has been heard on the channel, per node.
+    releases: watch::Sender<Heard>,
     /// The client's waiters of this resource take turns, first come first served: only
     /// the one at the head tries, so a release wakes one attempt per client rather than
     /// a herd, and no waiter of this client is overtaken by a later one.
     turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What a channel has heard: announcements per node, and wake-ups for everyone (after a
+/// subscription or a reconnect, when releases may have gone unheard). Counters only
+/// grow; a waiter compares them with what it saw at its last mark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Heard {
+    everyone: u64,
+    by_node: Vec<u64>,
 }
 
 /// A client's pub/sub connections and the resources its waiters wait for.
@@ -101,19 +112,25 @@ impl Wakeups {
     pub(crate) fn watch(self: &Arc<Self>, channel: &str) -> Waiter {
         let (rx, turn) = {
             let mut map = self.lock();
+            let n = self.nodes.len();
             let ch = map.entry(channel.to_owned()).or_insert_with(|| Channel {
                 waiters: 0,
                 subscribed: false,
-                releases: watch::Sender::new(0),
+                releases: watch::Sender::new(Heard {
+                    everyone: 0,
+                    by_node: vec![0; n],
+                }),
                 turn: Arc::new(tokio::sync::Mutex::new(())),
             });
             ch.waiters += 1;
             (ch.releases.subscribe(), Arc::clone(&ch.turn))
         };
+        let seen = rx.borrow().clone();
         Waiter {
             wakeups: Arc::clone(self),
             channel: channel.to_owned(),
             rx,
+            seen,
             turn,
         }
     }
@@ -212,7 +229,7 @@ impl Wakeups {
                         if let (Some(Value::BulkString(channel)), Some(w)) =
                             (push.data.first(), weak.upgrade())
                         {
-                            w.notify(&String::from_utf8_lossy(channel));
+                            w.announced(&String::from_utf8_lossy(channel), i);
                         }
                     }
                     PushKind::Disconnection if tokio::runtime::Handle::try_current().is_ok() => {
@@ -268,9 +285,22 @@ impl Wakeups {
         })
     }
 
+    /// Wakes every waiter of `channel`.
     fn notify(&self, channel: &str) {
         if let Some(ch) = self.lock().get(channel) {
-            ch.releases.send_modify(|n| *n = n.wrapping_add(1));
+            ch.releases
+                .send_modify(|h| h.everyone = h.everyone.wrapping_add(1));
+        }
+    }
+
+    /// Node `i` announced a release (or a change) on `channel`.
+    fn announced(&self, channel: &str, i: usize) {
+        if let Some(ch) = self.lock().get(channel) {
+            ch.releases.send_modify(|h| {
+                if let Some(n) = h.by_node.get_mut(i) {
+                    *n = n.wrapping_add(1);
+                }
+            });
         }
     }
 
@@ -365,7 +395,9 @@ fn resp3(client: redis::Client) -> redis::Client {
 pub(crate) struct Waiter {
     wakeups: Arc<Wakeups>,
     channel: String,
-    rx: watch::Receiver<u64>,
+    rx: watch::Receiver<Heard>,
+    /// What had been heard at the last mark.
+    seen: Heard,
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -385,13 +417,51 @@ impl Waiter {
     /// Forgets the releases seen so far; call it before each attempt, so that a release
     /// during the attempt still wakes the wait after it.
     pub(crate) fn mark(&mut self) {
-        self.rx.borrow_and_update();
+        self.seen = self.rx.borrow_and_update().clone();
     }
 
-    /// Resolves on the first release since the last [`mark`](Self::mark).
+    /// Resolves on the first announcement since the last [`mark`](Self::mark).
     pub(crate) async fn released(&mut self) {
-        if self.rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
+        self.released_on(None).await;
+    }
+
+    /// Resolves once a grant can succeed again after an attempt that `blocked` (a bit per
+    /// node: refused there, or failed) kept from a majority: when enough of those nodes
+    /// have announced a release since the last [`mark`](Self::mark) that a majority is
+    /// free, or on a wake-up for everyone. With `None`, on the first announcement.
+    ///
+    /// A hand-off then costs one round: the release reaches the nodes at different times
+    /// (more so at WAN distance), and a waiter woken by the first node's announcement
+    /// would try while the others still hold the key, be refused after a full round, and
+    /// wait again. Lost announcements and nodes that never announce (down, or without
+    /// pub/sub) are covered by the waiter's retry delay, as before.
+    pub(crate) async fn released_on(&mut self, blocked: Option<u64>) {
+        let n = self.seen.by_node.len();
+        let q = crate::core::quorum::quorum(n);
+        loop {
+            if self.rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            let now = self.rx.borrow_and_update();
+            if now.everyone != self.seen.everyone {
+                return;
+            }
+            let mut announced = 0u64;
+            for (i, (a, b)) in now.by_node.iter().zip(&self.seen.by_node).enumerate() {
+                if a != b && i < 64 {
+                    announced |= 1 << i;
+                }
+            }
+            match blocked {
+                None if announced != 0 => return,
+                None => {}
+                Some(blocked) => {
+                    let still = (blocked & !announced).count_ones() as usize;
+                    if n.saturating_sub(still) >= q {
+                        return;
+                    }
+                }
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::stream::StreamExt;
 
-use super::{Lease, LeaseParts};
+use super::{Lease, LeaseParts, wait};
 use crate::clock;
 use crate::core::quorum::{self, Decision, Tally, TokenPlan, Vote};
 use crate::core::{NodeCalls, Nodes, ReleaseLedger, no_quorum, run_round};
@@ -183,6 +183,17 @@ where
             .collect(),
     );
 
+    if decision != Decision::Won {
+        // For the wait after this attempt: the nodes that did not grant, whose releases
+        // it must hear of (our own grants are released by the clean-up).
+        let granted = |i: usize| {
+            round
+                .answers
+                .iter()
+                .any(|(j, a)| *j == i && matches!(a, Ok(Some(_))))
+        };
+        wait::record_blocked(n, (0..n).filter(|&i| !granted(i)));
+    }
     let won = match (decision, won) {
         (Decision::Won, Some(c)) => c,
         (Decision::Refused, _) => return Ok(None),

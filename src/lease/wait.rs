@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
@@ -12,6 +13,29 @@ use rand::RngExt;
 use super::LeaseHandle;
 use crate::core::wakeup::Wakeups;
 use crate::error::{Error, LossReason};
+
+tokio::task_local! {
+    /// Set by [`until_won`] around each attempt: the grant round of an attempt that did
+    /// not win stores here the nodes that kept it from a majority (a bit per node:
+    /// refused, or failed), so that the wait after it can be woken only once enough of
+    /// them have announced a release ([`Waiter::released_on`]).
+    ///
+    /// [`Waiter::released_on`]: crate::core::wakeup::Waiter::released_on
+    pub(crate) static BLOCKED: Arc<AtomicU64>;
+}
+
+/// [`BLOCKED`]'s value when nothing was stored (no grant round ran, or more than 64 nodes).
+const UNKNOWN: u64 = 0;
+
+/// Stores the nodes that kept a failed grant round from a majority, for the wait after
+/// it (nothing outside [`until_won`]).
+pub(crate) fn record_blocked(n: usize, blocked: impl Iterator<Item = usize>) {
+    if n > 64 {
+        return;
+    }
+    let mask = blocked.fold(0u64, |m, i| m | (1 << i));
+    let _ = BLOCKED.try_with(|b| b.store(mask, Ordering::Relaxed));
+}
 
 /// What a wait needs of its client.
 pub(crate) struct Waiting<'a> {
@@ -47,10 +71,13 @@ where
         });
     };
     let mut attempts = 0;
+    let blocked = Arc::new(AtomicU64::new(UNKNOWN));
     let last_error = loop {
         attempts += 1;
         releases.mark();
-        let last = match attempt().await {
+        blocked.store(UNKNOWN, Ordering::Relaxed);
+        let outcome = BLOCKED.scope(Arc::clone(&blocked), attempt()).await;
+        let last = match outcome {
             Ok(Some(won)) => return Ok(won),
             Ok(None) => None,
             Err(e) if retryable(&e) => Some(e),
@@ -67,9 +94,15 @@ where
         // sub-millisecond spread would cost a whole tick. The client's own waiters already
         // take turns (one attempt per release); a split vote with another client falls
         // back to the jittered delay above.
+        // Woken once the nodes that kept this attempt out have announced enough releases
+        // for a majority to be free (any announcement when that is not known).
+        let kept_out = match blocked.load(Ordering::Relaxed) {
+            UNKNOWN => None,
+            mask => Some(mask),
+        };
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            () = releases.released() => {}
+            () = releases.released_on(kept_out) => {}
         }
     };
     Err(Error::WaitTimeout {

@@ -984,7 +984,7 @@ mod tests {
     fn deep_rwlock_on_five_nodes() {
         let mut m = rwlock();
         m.nodes = 5;
-        assert_safe(m, 12);
+        assert_safe(m, FIVE_NODES_DEPTH - 1);
     }
 
     /// One writer and one reader (the first client writes, the second reads).
