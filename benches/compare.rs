@@ -48,6 +48,8 @@ struct Row {
     p50_us: f64,
     p99_us: f64,
     ops_per_s: f64,
+    /// The acquire's own p50 and p99 (µs), where the scenario times it apart.
+    acquire_us: Option<(f64, f64)>,
     extra: String,
 }
 
@@ -87,7 +89,10 @@ impl Raw {
         let mut conns = Vec::new();
         let script = redis::Script::new(RAW_RELEASE);
         for u in urls {
-            let c = redis::Client::open(u.as_str()).unwrap();
+            // Nagle off, as redfence's own connections: the baseline is the best case.
+            let info = redis::IntoConnectionInfo::into_connection_info(u.as_str()).unwrap();
+            let tcp = info.tcp_settings().clone().set_nodelay(true);
+            let c = redis::Client::open(info.set_tcp_settings(tcp)).unwrap();
             let cfg = redis::AsyncConnectionConfig::new().set_pipeline_buffer_size(4096);
             let mut conn = c
                 .get_multiplexed_async_connection_with_config(&cfg)
@@ -125,6 +130,11 @@ impl Raw {
     }
     /// Time until a majority of the nodes answered a `PING` sent to all at once.
     async fn quorum_ping(&self) -> Duration {
+        self.pings().await.0
+    }
+
+    /// Times until a majority, and until every node, answered a `PING` sent to all at once.
+    async fn pings(&self) -> (Duration, Duration) {
         let t = Instant::now();
         let mut pings: futures::stream::FuturesUnordered<_> = self
             .conns
@@ -141,7 +151,7 @@ impl Raw {
         }
         let quorum = t.elapsed();
         while pings.next().await.is_some() {}
-        quorum
+        (quorum, t.elapsed())
     }
 
     async fn release(&self, key: &str, owner: &str) {
@@ -299,9 +309,13 @@ impl Contender {
 }
 
 async fn contenders(cluster: &Cluster, with_rslock: bool) -> Vec<Contender> {
-    let urls = cluster.urls();
-    let client = cluster
-        .client_builder()
+    contenders_at(cluster.urls(), with_rslock).await
+}
+
+/// The contenders on the nodes at `urls` (directly, or through the test kit's proxies).
+async fn contenders_at(urls: Vec<String>, with_rslock: bool) -> Vec<Contender> {
+    let client = Client::builder()
+        .nodes(urls.clone())
         .ttl(TTL)
         .retry_delay(Duration::from_millis(100))
         .retry_jitter(Duration::from_millis(100))
@@ -368,6 +382,7 @@ async fn uncontended(
             p50_us: cyc[i].pct(0.5),
             p99_us: cyc[i].pct(0.99),
             ops_per_s: cyc[i].0.len() as f64 / busy[i].as_secs_f64(),
+            acquire_us: Some((acq[i].pct(0.5), acq[i].pct(0.99))),
             extra: format!(
                 "acquire p50/p99 {:.0}/{:.0} us, release p50/p99 {:.0}/{:.0} us{}",
                 acq[i].pct(0.5),
@@ -434,6 +449,7 @@ async fn parallel(cs: &[Contender], rounds: usize, window: Duration, servers: &[
             p50_us: f64::NAN,
             p99_us: f64::NAN,
             ops_per_s: done[i] as f64 / time[i].as_secs_f64(),
+            acquire_us: None,
             extra: format!(
                 "CPU per cycle: client {:.1} us, servers {:.1} us",
                 client_cpu[i].as_secs_f64() * 1e6 / done[i].max(1) as f64,
@@ -455,7 +471,7 @@ fn clone_contender(c: &Contender) -> Contender {
 
 /// 16 tasks on one key holding ~1 ms: hand-offs per second, time from a release to the
 /// next acquisition, and each acquisition's total wait (fairness: its maximum).
-async fn contended(cs: &[Contender], window: Duration) -> Vec<Row> {
+async fn contended(scenario: &'static str, cs: &[Contender], window: Duration) -> Vec<Row> {
     let hold = Duration::from_millis(1);
     let raw = cs.iter().find_map(|c| match c {
         Contender::Raw(r) => Some(r.clone()),
@@ -523,11 +539,12 @@ async fn contended(cs: &[Contender], window: Duration) -> Vec<Row> {
         let ceiling = 1.0 / (mean_hold + rtt_us / 1e6);
         let rate = handoffs.0.len() as f64 / elapsed.as_secs_f64();
         rows.push(Row {
-            scenario: "3 contended 16 tasks",
+            scenario,
             contender: c.name(),
             p50_us: handoffs.pct(0.5),
             p99_us: handoffs.pct(0.99),
             ops_per_s: rate,
+            acquire_us: None,
             extra: format!(
                 "p50/p99 = release to next acquisition; p50 = {:.2} round trips (majority PING p50 {:.0} us, measured alongside); total wait p50/p99/max {:.0}/{:.0}/{:.0} us; {:.0}% of the {:.0}/s ceiling (hold {:.2} ms + RTT)",
                 handoffs.pct(0.5) / rtt_us,
@@ -541,6 +558,90 @@ async fn contended(cs: &[Contender], window: Duration) -> Vec<Row> {
             ),
         });
     }
+    rows
+}
+
+/// Scenario 9's WAN profiles: the one-way delay to each of the five nodes, in µs (each
+/// way, so a node's round trip is twice it).
+const WAN_PROFILES: [(&str, &str, [u64; 5]); 2] = [
+    (
+        "9 WAN 3 zones uncontended",
+        "9 WAN 3 zones contended",
+        [500, 500, 2_000, 2_000, 10_000],
+    ),
+    (
+        "9 WAN 5 regions uncontended",
+        "9 WAN 5 regions contended",
+        [2_000, 8_000, 15_000, 40_000, 80_000],
+    ),
+];
+
+/// Scenario 9: the uncontended cycle and 16 contending tasks through the test kit's
+/// latency proxies, one per node with the profile's delay. The floor is measured
+/// alongside: the round trip of a `PING` to every node, until a majority answered (what
+/// a majority decider can reach) and until all did (what a wait-for-all client pays).
+async fn wan(
+    cluster: &Cluster,
+    uncontended_name: &'static str,
+    contended_name: &'static str,
+    delays: [u64; 5],
+    quick: bool,
+) -> Vec<Row> {
+    let proxies = cluster.proxies().unwrap();
+    for (i, us) in delays.iter().enumerate() {
+        proxies
+            .set(
+                i,
+                redfence::testkit::Fault::Latency(Duration::from_micros(*us)),
+            )
+            .unwrap();
+    }
+    let cs = contenders_at(proxies.urls(), true).await;
+    let Some(raw) = cs.iter().find_map(|c| match c {
+        Contender::Raw(r) => Some(r.clone()),
+        _ => None,
+    }) else {
+        unreachable!("raw is a contender")
+    };
+    let (mut majority, mut all) = (Sample::default(), Sample::default());
+    for _ in 0..20 {
+        let (q, a) = raw.pings().await;
+        majority.0.push(q);
+        all.0.push(a);
+    }
+    let (floor_q, floor_all) = (majority.pct(0.5), all.pct(0.5));
+    let (rounds, per_round, budget) = if quick {
+        (2, 50, Duration::from_secs(1))
+    } else {
+        (4, 100, Duration::from_secs(3))
+    };
+    let mut rows = uncontended(uncontended_name, &cs, rounds, per_round, budget).await;
+    for r in &mut rows {
+        // A contender's acquire p50 is the first figure of its note.
+        let floor = if r.contender == "rslock" {
+            floor_all
+        } else {
+            floor_q
+        };
+        let (p50, p99) = r.acquire_us.unwrap_or((f64::NAN, f64::NAN));
+        r.extra = format!(
+            "acquire p50/p99 {p50:.0}/{p99:.0} us = floor + {:.0}/{:.0} us; floor {floor:.0} us ({} RTT of a PING to all nodes); {}",
+            p50 - floor,
+            p99 - floor,
+            if r.contender == "rslock" {
+                "the slowest"
+            } else {
+                "the majority's"
+            },
+            r.extra
+        );
+    }
+    let window = if quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(6)
+    };
+    rows.extend(contended(contended_name, &cs, window).await);
     rows
 }
 
@@ -582,6 +683,7 @@ async fn watchdogs(cluster: &Cluster, hold: Duration) -> Row {
         p50_us: f64::NAN,
         p99_us: f64::NAN,
         ops_per_s: f64::NAN,
+        acquire_us: None,
         extra: format!(
             "{held} held, {lost} lost; client CPU {:.2}% of one core; RSS +{} KiB ({:.1} KiB per lock)",
             100.0 * cpu_used.as_secs_f64() / wall.as_secs_f64(),
@@ -705,7 +807,7 @@ fn main() {
         }
         if run(3) {
             eprintln!("3: contended");
-            rows.extend(contended(&cs, window * 2).await);
+            rows.extend(contended("3 contended 16 tasks", &cs, window * 2).await);
         }
         if run(4) {
             eprintln!("4: one node frozen");
@@ -753,6 +855,12 @@ fn main() {
                 r.extra = format!("{}, p50 vs the mutex {:.2}x", r.extra, r.p50_us / mutex);
             }
             rows.extend(found);
+        }
+        if run(9) {
+            for (uncontended_name, contended_name, delays) in WAN_PROFILES {
+                eprintln!("9: {uncontended_name}");
+                rows.extend(wan(&cluster, uncontended_name, contended_name, delays, quick).await);
+            }
         }
         if run(7) {
             eprintln!("7: 1000 watchdogs");

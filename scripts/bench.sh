@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 prev=
 for a in "$@"; do
   if [ "$prev" = --only ]; then
-    [[ "$a" =~ ^[1-8](,[1-8])*$ ]] || { echo "bench.sh: --only wants scenario numbers 1-8 like 2,3, not '$a'" >&2; exit 2; }
+    [[ "$a" =~ ^[1-9](,[1-9])*$ ]] || { echo "bench.sh: --only wants scenario numbers 1-9 like 2,3, not '$a'" >&2; exit 2; }
     prev=; continue
   fi
   case "$a" in
