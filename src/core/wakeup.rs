@@ -2,10 +2,11 @@
 //!
 //! The release script publishes on the resource's channel (`P:{R}:released`) on every
 //! node it deletes from. A client keeps one pub/sub connection per node, shared by all its
-//! waiters, and counts the announcements per node. A waiter whose attempt was kept from a
-//! majority by some nodes is woken once enough of those nodes have announced a release
-//! for a majority to be free ([`Waiter::released_on`]), so a hand-off costs one round
-//! trip instead of a retry delay, and one grant round rather than a refused one first. Everything here is best effort:
+//! waiters, and counts the announcements per node. A waiter is woken by the first
+//! announcement, or, for a resource whose releases this client saw land unevenly, once
+//! enough of the nodes that kept it out have announced for a majority to be free
+//! ([`Waiter::hand_off`]): a hand-off costs one round trip instead of a retry delay, and
+//! one grant round. Everything here is best effort:
 //! a lost message, a node without pub/sub, or a lock that simply expires leaves the
 //! waiter on its jittered retry delay, which always runs alongside.
 //!
@@ -43,6 +44,11 @@ struct NodeSub {
 /// How long a node that timed out is left alone.
 const SKIP: Duration = Duration::from_secs(1);
 
+/// How long a resource whose releases landed unevenly keeps its waiters counting
+/// announcements ([`Waiter::hand_off`]). When it runs out, the next refusal after a
+/// first-announcement wake-up (one extra round) marks it again.
+pub(crate) const UNEVEN_FOR: Duration = Duration::from_secs(10);
+
 /// Waiters of one resource on this client.
 struct Channel {
     waiters: usize,
@@ -70,6 +76,10 @@ struct Heard {
 pub(crate) struct Wakeups {
     nodes: Vec<NodeSub>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Channels whose releases were seen to land unevenly (a waiter woken by the first
+    /// announcement was refused by nodes the release had not reached yet), until when
+    /// their waiters wait for enough announcements instead of the first one.
+    uneven: Mutex<HashMap<String, Instant>>,
     timeout: Duration,
     /// Dropped with the client: reconnect loops see their receiver close and end.
     alive: watch::Sender<()>,
@@ -98,6 +108,7 @@ impl Wakeups {
                 })
                 .collect(),
             channels: Mutex::new(HashMap::new()),
+            uneven: Mutex::new(HashMap::new()),
             timeout,
             alive: watch::Sender::new(()),
         })
@@ -422,7 +433,51 @@ impl Waiter {
 
     /// Resolves on the first announcement since the last [`mark`](Self::mark).
     pub(crate) async fn released(&mut self) {
-        self.released_on(None).await;
+        let _ = self.released_on(None).await;
+    }
+
+    /// Resolves when the wait after an attempt that `blocked` kept out should end: on the
+    /// first announcement, or, where this client has seen this resource's releases land
+    /// unevenly lately, once enough have been heard for a majority
+    /// ([`released_on`](Self::released_on)). True when it was the first announcement.
+    ///
+    /// Why both: when the holder is no farther from any node than the waiter (clients in
+    /// one place, nodes spread), a release sent at once to every node reaches each node
+    /// before a grant the waiter sends on hearing the first announcement: waking then is
+    /// best, and waiting for more announcements only adds their spread. When the holder
+    /// is farther from some nodes than the waiter, that grant overtakes the release there
+    /// and is refused after a full round; then counting is best. The waiter cannot know
+    /// the holder's distances, so it learns: a refusal after a first-announcement wake-up
+    /// marks the resource uneven ([`landed_unevenly`](Self::landed_unevenly)) for
+    /// [`UNEVEN_FOR`]. A wake-up for everyone (after a subscription) is not an
+    /// announcement: false.
+    pub(crate) async fn hand_off(&mut self, blocked: Option<u64>) -> bool {
+        let uneven = {
+            let mut map = self
+                .wakeups
+                .uneven
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            map.retain(|_, until| *until > now);
+            map.contains_key(&self.channel)
+        };
+        if uneven && blocked.is_some() {
+            let _ = self.released_on(blocked).await;
+            false
+        } else {
+            self.released_on(None).await
+        }
+    }
+
+    /// This resource's releases were seen to land unevenly: its waiters on this client
+    /// count announcements for the next [`UNEVEN_FOR`].
+    pub(crate) fn landed_unevenly(&self) {
+        self.wakeups
+            .uneven
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.channel.clone(), Instant::now() + UNEVEN_FOR);
     }
 
     /// Resolves once a grant can succeed again after an attempt that `blocked` (a bit per
@@ -435,7 +490,8 @@ impl Waiter {
     /// would try while the others still hold the key, be refused after a full round, and
     /// wait again. Lost announcements and nodes that never announce (down, or without
     /// pub/sub) are covered by the waiter's retry delay, as before.
-    pub(crate) async fn released_on(&mut self, blocked: Option<u64>) {
+    /// Returns true when it ended on announcements, false on a wake-up for everyone.
+    pub(crate) async fn released_on(&mut self, blocked: Option<u64>) -> bool {
         let n = self.seen.by_node.len();
         let q = crate::core::quorum::quorum(n);
         loop {
@@ -444,7 +500,7 @@ impl Waiter {
             }
             let now = self.rx.borrow_and_update();
             if now.everyone != self.seen.everyone {
-                return;
+                return false;
             }
             let mut announced = 0u64;
             for (i, (a, b)) in now.by_node.iter().zip(&self.seen.by_node).enumerate() {
@@ -453,12 +509,12 @@ impl Waiter {
                 }
             }
             match blocked {
-                None if announced != 0 => return,
+                None if announced != 0 => return true,
                 None => {}
                 Some(blocked) => {
                     let still = (blocked & !announced).count_ones() as usize;
                     if n.saturating_sub(still) >= q {
-                        return;
+                        return true;
                     }
                 }
             }

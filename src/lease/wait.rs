@@ -72,6 +72,8 @@ where
     };
     let mut attempts = 0;
     let blocked = Arc::new(AtomicU64::new(UNKNOWN));
+    // The last wait ended on the first announcement of a release.
+    let mut woken_early = false;
     let last_error = loop {
         attempts += 1;
         releases.mark();
@@ -79,7 +81,14 @@ where
         let outcome = BLOCKED.scope(Arc::clone(&blocked), attempt()).await;
         let last = match outcome {
             Ok(Some(won)) => return Ok(won),
-            Ok(None) => None,
+            Ok(None) => {
+                // Refused right after the first announcement: the release had not
+                // reached the others yet.
+                if woken_early {
+                    releases.landed_unevenly();
+                }
+                None
+            }
             Err(e) if retryable(&e) => Some(e),
             Err(e) => return Err(e),
         };
@@ -94,16 +103,16 @@ where
         // sub-millisecond spread would cost a whole tick. The client's own waiters already
         // take turns (one attempt per release); a split vote with another client falls
         // back to the jittered delay above.
-        // Woken once the nodes that kept this attempt out have announced enough releases
-        // for a majority to be free (any announcement when that is not known).
+        // Woken by the first announcement, or, where releases land unevenly, once the
+        // nodes that kept this attempt out have announced enough for a majority.
         let kept_out = match blocked.load(Ordering::Relaxed) {
             UNKNOWN => None,
             mask => Some(mask),
         };
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = releases.released_on(kept_out) => {}
-        }
+        woken_early = tokio::select! {
+            () = tokio::time::sleep(pause) => false,
+            early = releases.hand_off(kept_out) => early,
+        };
     };
     Err(Error::WaitTimeout {
         resource: w.resource.to_owned(),
