@@ -158,6 +158,12 @@ impl Election {
     ///
     /// As [`Client::acquire`]; [`Error::InvalidResource`] for a value over
     /// [`MAX_LEADER_VALUE`] bytes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn campaign(&self, value: &str) -> Result<Leadership, Error> {
         self.campaign_with(value, AcquireOptions::new()).await
     }
@@ -167,6 +173,12 @@ impl Election {
     /// # Errors
     ///
     /// As [`campaign`](Self::campaign), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn campaign_with(
         &self,
         value: &str,
@@ -191,6 +203,12 @@ impl Election {
     /// # Errors
     ///
     /// As [`campaign_with`](Self::campaign_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn try_campaign_with(
         &self,
         value: &str,
@@ -207,6 +225,10 @@ impl Election {
     /// # Errors
     ///
     /// [`Error::NoQuorum`] when too many nodes failed to tell.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn leader(&self) -> Result<Option<Leader>, Error> {
         let nodes = self.client.nodes();
         let n = nodes.len();
@@ -276,6 +298,10 @@ impl Election {
     /// # Errors
     ///
     /// As [`leader`](Self::leader), for the first read.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn observe(&self, poll: Duration) -> Result<watch::Receiver<Option<Leader>>, Error> {
         let mut releases = self.client.wakeups().watch(&self.keys.released);
         releases.listen();
@@ -372,6 +398,12 @@ impl Leadership {
     /// [`Error::Lost`] when this is no longer the leader; [`Error::NoQuorum`] when failed
     /// nodes kept a majority out of reach (the old value may still show);
     /// [`Error::InvalidResource`] for a value over [`MAX_LEADER_VALUE`] bytes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not atomic when dropped: the new value may then be on some nodes only, and
+    /// [`Election::leader`] reports no leader until a later proclamation (or the leadership's
+    /// end) makes a majority agree again. Nothing else is affected.
     pub async fn proclaim(&self, value: &str) -> Result<(), Error> {
         check_value(value)?;
         self.publish(value).await?;
@@ -385,6 +417,11 @@ impl Leadership {
     /// # Errors
     ///
     /// As [`LockGuard::release`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a release dropped mid-way still releases, from the guard's drop, in the
+    /// background (`tests/cancel.rs`).
     pub async fn resign(self) -> Result<bool, Error> {
         self.release().await
     }

@@ -107,6 +107,10 @@ impl LockGuard {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only watches the lease's state.
     pub async fn lost(&self) -> LossReason {
         self.0.lost().await
     }
@@ -125,6 +129,12 @@ impl LockGuard {
     ///   the [`state`](Self::state) channel;
     /// - [`Error::NoQuorum`] when failed nodes kept a quorum out of reach; the lock may
     ///   still be held until [`deadline`](Self::deadline), and a retry may succeed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped extension leaves the guard's validity as it was (it only moves
+    /// forward when a round completes); nodes that did renew keep the key longer, never
+    /// shorter.
     pub async fn extend(&self) -> Result<Duration, Error> {
         self.0.extend().await
     }
@@ -138,6 +148,12 @@ impl LockGuard {
     ///
     /// As [`extend`](Self::extend), and [`Error::Config`] for a zero `ttl` or one above
     /// [`MAX_TTL`](crate::MAX_TTL) (nothing is sent).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped extension leaves the guard's validity as it was (it only moves
+    /// forward when a round completes); nodes that did renew keep the key longer, never
+    /// shorter.
     pub async fn extend_for(&self, ttl: Duration) -> Result<Duration, Error> {
         check_extension(ttl)?;
         self.0.extend_for(ttl).await
@@ -151,6 +167,11 @@ impl LockGuard {
     ///
     /// [`Error::NoQuorum`] when failed nodes kept the answer out of reach; the keys left
     /// behind expire with their TTL.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a release dropped mid-way still releases, from the guard's drop, in the
+    /// background (`tests/cancel.rs`).
     pub async fn release(self) -> Result<bool, Error> {
         self.0.release().await
     }
@@ -203,6 +224,11 @@ macro_rules! wraps_guard {
             ///
             /// [`Error::NoQuorum`](crate::Error::NoQuorum) when failed nodes kept the
             /// answer out of reach; what is left behind expires with its TTL.
+            ///
+            /// # Cancel safety
+            ///
+            /// Cancel-safe: a release dropped mid-way still releases, from the guard's drop, in the
+            /// background (`tests/cancel.rs`).
             pub async fn release(self) -> Result<bool, $crate::Error> {
                 self.guard.release().await
             }

@@ -89,6 +89,12 @@ impl Client {
     /// - [`Error::NoQuorum`] when failed nodes (down, paused, erroring) made the
     ///   difference, with each node's cause;
     /// - [`Error::NoValidity`] when the attempt took so long that no validity was left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn try_acquire(&self, resource: &str) -> Result<Option<LockGuard>, Error> {
         self.try_acquire_with(resource, AcquireOptions::new()).await
     }
@@ -99,6 +105,12 @@ impl Client {
     /// # Errors
     ///
     /// As [`try_acquire`](Self::try_acquire), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn try_acquire_with(
         &self,
         resource: &str,
@@ -131,6 +143,12 @@ impl Client {
     /// [`Error::NoQuorum`] at once when nodes failing for a lasting reason
     /// (authentication, permission, a read-only node, a key of the wrong type) are enough
     /// on their own to rule out a quorum (a minority of them only costs retries).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn acquire(&self, resource: &str) -> Result<LockGuard, Error> {
         self.acquire_with(resource, AcquireOptions::new()).await
     }
@@ -158,6 +176,12 @@ impl Client {
     /// # Errors
     ///
     /// As [`acquire`](Self::acquire), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn acquire_with(
         &self,
         resource: &str,
@@ -202,6 +226,11 @@ impl Client {
     ///
     /// As [`acquire`](Self::acquire); [`Error::Lost`] when the lock was lost before `work`
     /// finished (or, found at release, while it ran).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future cancels `work` at its current `.await` and releases
+    /// the lock (from the guard's drop), as a loss does.
     pub async fn run<T>(
         &self,
         resource: &str,
@@ -215,6 +244,11 @@ impl Client {
     /// # Errors
     ///
     /// As [`run`](Self::run), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future cancels `work` at its current `.await` and releases
+    /// the lock (from the guard's drop), as a loss does.
     pub async fn run_with<T>(
         &self,
         resource: &str,

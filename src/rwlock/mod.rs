@@ -119,6 +119,12 @@ impl RwLock {
     /// # Errors
     ///
     /// As [`Client::try_acquire`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn try_read(&self) -> Result<Option<ReadGuard>, Error> {
         self.try_read_with(AcquireOptions::new()).await
     }
@@ -129,6 +135,12 @@ impl RwLock {
     /// # Errors
     ///
     /// As [`try_read`](Self::try_read), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn try_read_with(&self, options: AcquireOptions) -> Result<Option<ReadGuard>, Error> {
         let plan = self.client.plan(&options, Watchdog::Off)?;
         let guard = self
@@ -143,6 +155,12 @@ impl RwLock {
     /// # Errors
     ///
     /// As [`Client::acquire`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn read(&self) -> Result<ReadGuard, Error> {
         self.read_with(AcquireOptions::new()).await
     }
@@ -152,6 +170,12 @@ impl RwLock {
     /// # Errors
     ///
     /// As [`read`](Self::read), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn read_with(&self, options: AcquireOptions) -> Result<ReadGuard, Error> {
         let guard = self.wait(Side::Read, options).await?;
         Ok(ReadGuard { guard })
@@ -164,6 +188,12 @@ impl RwLock {
     /// # Errors
     ///
     /// As [`Client::try_acquire`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn try_write(&self) -> Result<Option<WriteGuard>, Error> {
         self.try_write_with(AcquireOptions::new()).await
     }
@@ -174,6 +204,12 @@ impl RwLock {
     /// # Errors
     ///
     /// As [`try_write`](Self::try_write), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn try_write_with(
         &self,
         options: AcquireOptions,
@@ -194,6 +230,12 @@ impl RwLock {
     /// # Errors
     ///
     /// As [`Client::acquire`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn write(&self) -> Result<WriteGuard, Error> {
         self.write_with(AcquireOptions::new()).await
     }
@@ -203,6 +245,12 @@ impl RwLock {
     /// # Errors
     ///
     /// As [`write`](Self::write), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn write_with(&self, options: AcquireOptions) -> Result<WriteGuard, Error> {
         let guard = self.wait(Side::Write, options).await?;
         Ok(WriteGuard { guard })
@@ -214,6 +262,11 @@ impl RwLock {
     ///
     /// As [`read`](Self::read); [`Error::Lost`] when the lease was lost before `work`
     /// finished.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future cancels `work` at its current `.await` and releases
+    /// the lock (from the guard's drop), as a loss does.
     pub async fn run_read<T>(&self, work: impl AsyncFnOnce(&ReadGuard) -> T) -> Result<T, Error> {
         let guard = self
             .read_with(AcquireOptions::new().watchdog(Watchdog::On))
@@ -237,6 +290,11 @@ impl RwLock {
     ///
     /// As [`write`](Self::write); [`Error::Lost`] when the lease was lost before `work`
     /// finished.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future cancels `work` at its current `.await` and releases
+    /// the lock (from the guard's drop), as a loss does.
     pub async fn run_write<T>(&self, work: impl AsyncFnOnce(&WriteGuard) -> T) -> Result<T, Error> {
         let guard = self
             .write_with(AcquireOptions::new().watchdog(Watchdog::On))

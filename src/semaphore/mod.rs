@@ -128,6 +128,12 @@ impl Semaphore {
     ///
     /// As [`Client::try_acquire`]: [`Error::NoQuorum`] when failed nodes made the
     /// difference, [`Error::NoValidity`] when the attempt left no validity.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn try_acquire(&self) -> Result<Option<Permit>, Error> {
         self.try_acquire_with(AcquireOptions::new()).await
     }
@@ -138,6 +144,12 @@ impl Semaphore {
     /// # Errors
     ///
     /// As [`try_acquire`](Self::try_acquire), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn try_acquire_with(&self, options: AcquireOptions) -> Result<Option<Permit>, Error> {
         let plan = self.client.plan(&options, Watchdog::Off)?;
         self.attempt(&plan).await
@@ -150,6 +162,12 @@ impl Semaphore {
     /// # Errors
     ///
     /// As [`Client::acquire`]: [`Error::WaitTimeout`] when the wait ran out.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn acquire(&self) -> Result<Permit, Error> {
         self.acquire_with(AcquireOptions::new()).await
     }
@@ -159,6 +177,12 @@ impl Semaphore {
     /// # Errors
     ///
     /// As [`acquire`](Self::acquire), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn acquire_with(&self, options: AcquireOptions) -> Result<Permit, Error> {
         let s = self.client.settings();
         let plan = self.client.plan(&options, s.watchdog)?;
@@ -194,6 +218,11 @@ impl Semaphore {
     ///
     /// As [`acquire`](Self::acquire); [`Error::Lost`] when the permit was lost before
     /// `work` finished.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future cancels `work` at its current `.await` and releases
+    /// the lock (from the guard's drop), as a loss does.
     pub async fn run<T>(&self, work: impl AsyncFnOnce(&Permit) -> T) -> Result<T, Error> {
         self.run_with(AcquireOptions::new(), work).await
     }
@@ -203,6 +232,11 @@ impl Semaphore {
     /// # Errors
     ///
     /// As [`run`](Self::run), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future cancels `work` at its current `.await` and releases
+    /// the lock (from the guard's drop), as a loss does.
     pub async fn run_with<T>(
         &self,
         options: AcquireOptions,

@@ -41,6 +41,12 @@ impl Client {
     ///
     /// [`Error::InvalidResource`] for an empty set, a bad or repeated name, or more than
     /// [`MAX_SET`] names; otherwise as [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn try_acquire_all<S: AsRef<str>>(
         &self,
         resources: &[S],
@@ -56,6 +62,12 @@ impl Client {
     ///
     /// As [`try_acquire_all`](Self::try_acquire_all), plus [`Error::Config`] for a bad
     /// option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn try_acquire_all_with<S: AsRef<str>>(
         &self,
         resources: &[S],
@@ -83,6 +95,12 @@ impl Client {
     /// # Errors
     ///
     /// As [`try_acquire_all`](Self::try_acquire_all) and [`acquire`](Self::acquire).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn acquire_all<S: AsRef<str>>(&self, resources: &[S]) -> Result<SetGuard, Error> {
         self.acquire_all_with(resources, AcquireOptions::new())
             .await
@@ -93,6 +111,12 @@ impl Client {
     /// # Errors
     ///
     /// As [`acquire_all`](Self::acquire_all), plus [`Error::Config`] for a bad option.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future at any `.await` releases, in the background, whatever
+    /// it had been granted so far, so nothing stays held until its TTL runs out, and no lease
+    /// is ever held without a guard (`tests/cancel.rs`).
     pub async fn acquire_all_with<S: AsRef<str>>(
         &self,
         resources: &[S],
@@ -122,6 +146,11 @@ impl Client {
     ///
     /// As [`acquire_all`](Self::acquire_all); [`Error::Lost`] when the set was lost
     /// before `work` finished.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future cancels `work` at its current `.await` and releases
+    /// the lock (from the guard's drop), as a loss does.
     pub async fn run_all<S: AsRef<str>, T>(
         &self,
         resources: &[S],
