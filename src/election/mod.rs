@@ -402,8 +402,9 @@ impl Leadership {
     /// # Cancel safety
     ///
     /// Not atomic when dropped: the new value may then be on some nodes only, and
-    /// [`Election::leader`] reports no leader until a later proclamation (or the leadership's
-    /// end) makes a majority agree again. Nothing else is affected.
+    /// [`Election::leader`] reports whichever value a majority agree on, or no leader
+    /// while neither has a majority, until a later proclamation (or the leadership's end).
+    /// Nothing else is affected.
     pub async fn proclaim(&self, value: &str) -> Result<(), Error> {
         check_value(value)?;
         self.publish(value).await?;
