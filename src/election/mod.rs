@@ -45,9 +45,7 @@ mod follow;
 
 pub use follow::{Follower, LeaderChange};
 
-/// How many leaderships an election's log keeps on each node: a
-/// [`Follower`] that falls further behind is told of the gap.
-pub const LEADERSHIPS_KEPT: usize = 64;
+pub use crate::scripts::LEADERSHIPS_KEPT;
 
 /// Longest accepted leader value, in bytes.
 pub const MAX_LEADER_VALUE: usize = 4096;

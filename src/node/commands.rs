@@ -9,12 +9,11 @@ use redis::{Cmd, Pipeline, RedisError, Script, ServerError, Value};
 
 use super::{Node, Request};
 use crate::clock;
-use crate::election::LEADERSHIPS_KEPT;
 use crate::error::{NodeError, NodeErrorKind, Step};
 use crate::scripts::{
     COMMIT, ELECT_EXTEND, ELECT_LOG, ELECT_PROCLAIM, ELECT_READ, ELECT_RELEASE, EXTEND, GRANT_ALL,
-    GRANT_SLOT, Hold, INSPECT, Keys, RELEASE, RW_EXTEND_READER, RW_READ, RW_RELEASE_READER,
-    RW_WRITE, RwKeys,
+    GRANT_SLOT, Hold, INSPECT, Keys, LEADERSHIPS_KEPT, RELEASE, RW_EXTEND_READER, RW_READ,
+    RW_RELEASE_READER, RW_WRITE, RwKeys,
 };
 
 /// Whether a release is announced to waiters on the resource's release channel.

@@ -53,6 +53,10 @@ pub(crate) static ELECT_READ: LazyLock<Script> =
 pub(crate) static ELECT_LOG: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("elect_log.lua")));
 
+/// How many leaderships an election's log keeps on each node: a
+/// [`Follower`](crate::Follower) that falls further behind is told of the gap.
+pub const LEADERSHIPS_KEPT: usize = 64;
+
 /// Read-only: owner, remaining TTL and counter of one resource.
 pub(crate) static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("inspect.lua")));
