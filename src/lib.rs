@@ -16,11 +16,16 @@ mod lease;
 mod models;
 mod mutex;
 mod node;
+mod observe;
 mod ops;
 mod rwlock;
 mod scripts;
 mod semaphore;
 mod set;
+/// What [`Client::stats`] counts, as plain numbers: the parts of a [`Stats`].
+pub mod stats {
+    pub use crate::observe::{Attempts, Extensions, Latency, Losses, NodeStats, Releases, Waits};
+}
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
@@ -45,6 +50,7 @@ pub use interface::{
 };
 pub use lease::LockState;
 pub use mutex::{AcquireOptions, LockGuard, MAX_RESOURCE_LEN};
+pub use observe::Stats;
 pub use ops::{LockStatus, NodeCheck, NodeLock, NodeView, NodeWarning};
 pub use rwlock::{ReadGuard, RwLock, WriteGuard};
 pub use semaphore::{MAX_PERMITS, Permit, Semaphore};

@@ -20,6 +20,7 @@ pub use settings::{
 
 use crate::core::Nodes;
 use crate::core::wakeup::Wakeups;
+use crate::observe::Stats;
 use settings::Settings;
 
 /// A RedLock client over N independent nodes. Cheap to clone; clones share connections.
@@ -128,5 +129,33 @@ impl Client {
     /// Watchdogs running for this client's guards (each stops on release or drop).
     pub fn active_watchdogs(&self) -> usize {
         self.0.watchdogs.load(Ordering::SeqCst)
+    }
+
+    /// This client's counters since it was built: attempts, waits, extensions, releases
+    /// and losses by outcome, attempt and wait latencies, watchdogs and background tasks
+    /// running, and each node's calls, errors by kind and reconnects. Plain numbers, for
+    /// users without a metrics stack (the `metrics` feature sends the same through the
+    /// `metrics` facade). Clones share one set of counters.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
+    /// let guard = client.acquire("report").await?;
+    /// guard.release().await?;
+    /// let stats = client.stats();
+    /// assert_eq!(stats.attempts.won, 1);
+    /// println!("attempt p50 {:?}", stats.attempt_latency.quantile(0.5));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let nodes = &self.0.nodes;
+        let mut stats = nodes.counters().snapshot();
+        stats.active_watchdogs = self.active_watchdogs();
+        stats.background_tasks = nodes.background().running();
+        stats.nodes = nodes
+            .iter()
+            .map(|n| n.health().snapshot(n.name()))
+            .collect();
+        stats
     }
 }

@@ -10,6 +10,7 @@ use futures::stream::StreamExt;
 use tokio::sync::Notify;
 
 use super::round::NodeCalls;
+use crate::observe;
 
 /// One client's background work: calls left to finish after their round was decided,
 /// releases of failed attempts and dropped guards, re-releases of late grants. Each task
@@ -22,8 +23,10 @@ pub(crate) struct Background {
 }
 
 impl Background {
-    /// Runs `work` on a spawned task, counted until it ends or is dropped.
+    /// Runs `work` on a spawned task, counted until it ends or is dropped, in the span of
+    /// the operation that left it (what its calls tell is told as that operation's).
     pub(crate) fn spawn(self: &Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
+        let work = observe::in_current_span(work);
         let counted = Counted::new(self);
         tokio::spawn(async move {
             work.await;
@@ -72,12 +75,14 @@ struct Counted(Arc<Background>);
 impl Counted {
     fn new(background: &Arc<Background>) -> Self {
         background.running.fetch_add(1, Ordering::SeqCst);
+        observe::gauge("redfence_background_tasks", 1.0);
         Self(Arc::clone(background))
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
+        observe::gauge("redfence_background_tasks", -1.0);
         if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }

@@ -20,6 +20,7 @@ pub(crate) use ledger::ReleaseLedger;
 pub(crate) use round::{NodeCalls, decided, no_quorum, run_round};
 
 use crate::node::{Announce, Node, Release};
+use crate::observe::Counters;
 use crate::scripts::Keys;
 
 /// A client's nodes, the drift their clocks are allowed, and the background work on
@@ -32,6 +33,7 @@ struct NodesInner {
     nodes: Vec<Arc<Node>>,
     drift_factor: f64,
     background: Arc<Background>,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for Nodes {
@@ -59,6 +61,7 @@ impl Nodes {
             nodes,
             drift_factor,
             background: Arc::default(),
+            counters: Counters::default(),
         }))
     }
 
@@ -74,6 +77,11 @@ impl Nodes {
 
     pub(crate) fn background(&self) -> &Arc<Background> {
         &self.0.background
+    }
+
+    /// What the client counts ([`Stats`](crate::Stats)).
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.0.counters
     }
 
     /// Releases `owner` on the given nodes without waiting for the answers.

@@ -142,6 +142,8 @@ pub(crate) async fn run_round<T>(
             () = deadline => timed_out = true,
         }
     }
+    #[cfg(feature = "tracing")]
+    record(&tally, &answers, &vote, timed_out);
     (
         Round {
             tally,
@@ -150,6 +152,43 @@ pub(crate) async fn run_round<T>(
         },
         calls,
     )
+}
+
+/// Records a decided round on the current span (the operation's): the tally, and each
+/// answer in arrival order as `node:vote`, the node by its index in the client's order
+/// (as [`Client::node_names`](crate::Client::node_names) lists them) and a failure by its
+/// kind. Nodes that had not answered when the round was decided are not listed.
+#[cfg(feature = "tracing")]
+fn record<T>(
+    tally: &Tally,
+    answers: &[Reply<T>],
+    vote: impl Fn(&Result<T, NodeError>) -> Vote,
+    timed_out: bool,
+) {
+    use std::fmt::Write;
+
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    let mut text = String::with_capacity(answers.len() * 8);
+    for (i, a) in answers {
+        let said = match (a, vote(a)) {
+            (Err(e), _) => e.kind().label(),
+            (Ok(_), Vote::Yes) => "yes",
+            (Ok(_), Vote::No) => "no",
+            (Ok(_), Vote::Failed) => "bad_reply",
+        };
+        let gap = if text.is_empty() { "" } else { " " };
+        let _ = write!(text, "{gap}{i}:{said}");
+    }
+    if timed_out {
+        text.push_str(" (out of time)");
+    }
+    span.record("granted", tally.yes);
+    span.record("refused", tally.no);
+    span.record("failed", tally.failed);
+    span.record("answers", text.as_str());
 }
 
 /// The error for a round that failures kept from a quorum.

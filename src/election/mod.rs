@@ -39,6 +39,7 @@ use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
 use crate::lease::wait::{self, Held, Waiting};
 use crate::mutex::{AcquireOptions, AcquirePlan, LockGuard, check_resource, wraps_guard};
+use crate::observe::OpSpan;
 use crate::scripts::Keys;
 
 mod follow;
@@ -187,6 +188,7 @@ impl Election {
         let plan = self.client.plan(&options, s.watchdog)?;
         let waiting = Waiting {
             wakeups: self.client.wakeups(),
+            counters: self.client.nodes().counters(),
             channel: &self.keys.released,
             resource: &self.name,
             wait: options.wait.unwrap_or(s.wait),
@@ -451,7 +453,16 @@ impl Leadership {
             Ok(false) => Vote::No,
             Err(_) => Vote::Failed,
         };
-        let (round, pending) = run_round(calls, n, vote, decided, Some(self.deadline())).await;
+        let span = OpSpan::proclaim(self.resource());
+        let (round, pending) = span
+            .token(term)
+            .run(run_round(calls, n, vote, decided, Some(self.deadline())))
+            .await;
+        span.outcome(match round.tally.decision() {
+            Decision::Won => "published",
+            Decision::Refused => "not_owner",
+            Decision::Failed | Decision::Pending => "no_quorum",
+        });
         nodes.background().finish(pending);
         match round.tally.decision() {
             Decision::Won => Ok(()),

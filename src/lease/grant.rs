@@ -17,6 +17,7 @@ use crate::core::{NodeCalls, Nodes, ReleaseLedger, no_quorum, run_round};
 use crate::error::{Error, NodeError, Step};
 use crate::fence::FencingToken;
 use crate::node::{Announce, Node};
+use crate::observe::OpSpan;
 use crate::scripts::Keys;
 
 /// The terms of one acquisition.
@@ -104,6 +105,31 @@ type Answer = Result<Option<Granted>, NodeError>;
 /// when one is. `resource` names the attempt in errors; `lease_name` names the lease of
 /// the candidate won.
 pub(crate) async fn acquire<F, Fut>(
+    nodes: &Nodes,
+    resource: &str,
+    candidates: &[Arc<Keys>],
+    terms: Terms,
+    lease_name: impl FnOnce(usize) -> String,
+    claim: F,
+) -> Result<Option<Won>, Error>
+where
+    F: Fn(Claim) -> Fut,
+    Fut: Future<Output = Answer> + Send + 'static,
+{
+    let span = OpSpan::acquire(resource);
+    let start = clock::now();
+    let attempt = grant(nodes, resource, candidates, terms, lease_name, claim);
+    let won = span.run(attempt).await;
+    nodes.counters().attempt(&won, clock::since(start));
+    span.attempt_outcome(&won);
+    if let Ok(Some(w)) = &won {
+        span.token(w.lease.token.get());
+    }
+    won
+}
+
+/// The attempt of [`acquire`], outside its span.
+async fn grant<F, Fut>(
     nodes: &Nodes,
     resource: &str,
     candidates: &[Arc<Keys>],
@@ -293,6 +319,28 @@ async fn commit(
     if plan.committed_without_round(n) {
         return Ok(());
     }
+    let span = OpSpan::commit(resource);
+    span.token(plan.token);
+    let committed = span
+        .run(commit_round(nodes, resource, keys, owner, plan))
+        .await;
+    span.outcome(if committed.is_ok() {
+        "committed"
+    } else {
+        "no_quorum"
+    });
+    committed
+}
+
+/// The round of [`commit`], outside its span.
+async fn commit_round(
+    nodes: &Nodes,
+    resource: &str,
+    keys: &Arc<Keys>,
+    owner: &Arc<str>,
+    plan: &TokenPlan,
+) -> Result<(), Error> {
+    let n = nodes.len();
     let token = plan.token;
     let m = plan.to_raise.len();
     let mut calls = NodeCalls::with_capacity(m);

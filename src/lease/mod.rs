@@ -23,6 +23,7 @@ use crate::core::{NodeCalls, Nodes, ReleaseLedger, decided, no_quorum, run_round
 use crate::error::{Error, LossReason, NodeError, Step};
 use crate::fence::FencingToken;
 use crate::node::{Announce, Release, Renewal};
+use crate::observe::{ExtendOutcome, OpSpan};
 use crate::scripts::Keys;
 
 /// A held lease on one set of keys: its state channel and deadline, and the extend and
@@ -114,7 +115,7 @@ impl Lease {
     /// stands). The watch channel keeps the last state for every observer, and closes only
     /// when the guard is gone, after this.
     pub(crate) fn publish_lost(&self, reason: LossReason) {
-        self.state.send_if_modified(|s| {
+        let published = self.state.send_if_modified(|s| {
             if matches!(s, LockState::Held { .. }) {
                 *s = LockState::Lost {
                     reason,
@@ -125,6 +126,11 @@ impl Lease {
                 false
             }
         });
+        // Counted (and told) outside the send: once per lease, as Lost is final.
+        if published && let LockState::Lost { reason, .. } = &*self.state.borrow() {
+            let counters = self.nodes.counters();
+            counters.lost(&self.resource, self.token.get(), reason);
+        }
     }
 
     /// Held becomes Released; a loss stays published (Lost is final).
@@ -186,6 +192,20 @@ impl Lease {
         if self.is_over() {
             return Extension::Over(None);
         }
+        let span = OpSpan::extend(&self.resource);
+        let extension = span
+            .token(self.token.get())
+            .run(self.extend_round(limit, ttl))
+            .await;
+        span.outcome(extension.label());
+        if let Some(outcome) = extension.counted() {
+            self.nodes.counters().extension(outcome);
+        }
+        extension
+    }
+
+    /// One extension round (see [`extend_until`](Self::extend_until)).
+    async fn extend_round(&self, limit: Instant, ttl: Duration) -> Extension {
         let start = clock::now();
         // The deadline this round must beat. Another extension running alongside may move
         // it while this one waits; see the time-out case below.
@@ -262,6 +282,19 @@ impl Lease {
     /// key gone or another owner's is counted as our own earlier deletion. After the
     /// deadline the lock was no longer ours to claim, and such a node counts as "not ours".
     pub(crate) async fn release(&self) -> Result<bool, Error> {
+        let span = OpSpan::release(&self.resource);
+        let released = span.token(self.token.get()).run(self.release_round()).await;
+        span.outcome(match &released {
+            Ok(true) => "released",
+            Ok(false) => "not_held",
+            Err(_) => "failed",
+        });
+        self.nodes.counters().release(&released);
+        released
+    }
+
+    /// One release round (see [`release`](Self::release)).
+    async fn release_round(&self) -> Result<bool, Error> {
         self.ledger.end();
         let deadline = self.deadline();
         self.mark_released();
@@ -291,6 +324,27 @@ impl Lease {
                 Err(no_quorum(&self.resource, Step::Release, &round, n))
             }
         }
+    }
+}
+
+impl Extension {
+    /// The outcome's name, for spans.
+    pub(crate) fn label(&self) -> &'static str {
+        match self.counted() {
+            Some(o) => o.label(),
+            None => "over",
+        }
+    }
+
+    /// The outcome as counted; `None` for a round never sent.
+    fn counted(&self) -> Option<ExtendOutcome> {
+        Some(match self {
+            Self::Extended(_) => ExtendOutcome::Renewed,
+            Self::NotOwner(_) => ExtendOutcome::NotOwner,
+            Self::Unreachable(_) => ExtendOutcome::Unreachable,
+            Self::TimedOut(_) => ExtendOutcome::TimedOut,
+            Self::Over(_) => return None,
+        })
     }
 }
 

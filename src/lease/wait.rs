@@ -13,6 +13,7 @@ use rand::RngExt;
 use super::LeaseHandle;
 use crate::core::wakeup::Wakeups;
 use crate::error::{Error, LossReason};
+use crate::observe::{Counters, OpSpan};
 
 tokio::task_local! {
     /// Set by [`until_won`] around each attempt: the grant round of an attempt that did
@@ -40,6 +41,8 @@ pub(crate) fn record_blocked(n: usize, blocked: impl Iterator<Item = usize>) {
 /// What a wait needs of its client.
 pub(crate) struct Waiting<'a> {
     pub(crate) wakeups: &'a Arc<Wakeups>,
+    /// Where the wait's outcome is counted.
+    pub(crate) counters: &'a Counters,
     /// The channel on which the nodes announce releases of what is waited for.
     pub(crate) channel: &'a str,
     /// For errors: what is waited for.
@@ -53,7 +56,29 @@ pub(crate) struct Waiting<'a> {
 /// runs out ([`Error::WaitTimeout`], with the last attempt's error).
 pub(crate) async fn until_won<G, Fut>(
     w: Waiting<'_>,
+    attempt: impl FnMut() -> Fut,
+) -> Result<G, Error>
+where
+    Fut: Future<Output = Result<Option<G>, Error>>,
+{
+    let span = OpSpan::wait(w.resource);
+    let (counters, start) = (w.counters, Instant::now());
+    let mut attempts = 0;
+    let won = span.run(waiting(w, attempt, &mut attempts)).await;
+    counters.wait(&won, start.elapsed());
+    span.attempts(attempts).outcome(match &won {
+        Ok(_) => "won",
+        Err(Error::WaitTimeout { .. }) => "timed_out",
+        Err(_) => "failed",
+    });
+    won
+}
+
+/// The attempts of [`until_won`], outside its span; counts them in `attempts`.
+async fn waiting<G, Fut>(
+    w: Waiting<'_>,
     mut attempt: impl FnMut() -> Fut,
+    attempts: &mut u32,
 ) -> Result<G, Error>
 where
     Fut: Future<Output = Result<Option<G>, Error>>,
@@ -70,12 +95,11 @@ where
             last_error: None,
         });
     };
-    let mut attempts = 0;
     let blocked = Arc::new(AtomicU64::new(UNKNOWN));
     // The last wait ended on the first announcement of a release.
     let mut woken_early = false;
     let last_error = loop {
-        attempts += 1;
+        *attempts += 1;
         releases.mark();
         blocked.store(UNKNOWN, Ordering::Relaxed);
         let outcome = BLOCKED.scope(Arc::clone(&blocked), attempt()).await;
@@ -117,7 +141,7 @@ where
     Err(Error::WaitTimeout {
         resource: w.resource.to_owned(),
         waited: start.elapsed(),
-        attempts,
+        attempts: *attempts,
         last_error: last_error.map(Box::new),
     })
 }

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use super::{Extension, Lease};
 use crate::clock;
 use crate::error::{LossReason, NodeError};
+use crate::observe::{self, OpSpan};
 
 /// When a watchdog extends, retries, and gives up.
 #[derive(Debug, Clone, Copy)]
@@ -61,12 +62,14 @@ struct Live(Arc<AtomicUsize>);
 impl Live {
     fn new(count: &Arc<AtomicUsize>) -> Self {
         count.fetch_add(1, Ordering::SeqCst);
+        observe::gauge("redfence_watchdogs_active", 1.0);
         Self(Arc::clone(count))
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
+        observe::gauge("redfence_watchdogs_active", -1.0);
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -119,7 +122,13 @@ async fn run(shared: Weak<Lease>, plan: Schedule, _live: Live) {
         if now < next {
             continue;
         }
-        match s.extend_until(give_up, s.ttl).await {
+        let span = OpSpan::tick(&s.resource);
+        let extension = span
+            .token(s.token.get())
+            .run(s.extend_until(give_up, s.ttl))
+            .await;
+        span.outcome(extension.label());
+        match extension {
             Extension::Extended(_) => {
                 failures.clear();
                 next = now + plan.interval;

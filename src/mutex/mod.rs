@@ -193,6 +193,7 @@ impl Client {
         let keys = Arc::new(Keys::new(&s.prefix, resource));
         let waiting = Waiting {
             wakeups: self.wakeups(),
+            counters: self.nodes().counters(),
             channel: &keys.released,
             resource,
             wait: options.wait.unwrap_or(s.wait),

@@ -27,6 +27,7 @@ pub(crate) use commands::{Announce, LogRead, Release, Renewal};
 pub(crate) use servers::{Servers, address, identity};
 
 use crate::error::{NodeError, NodeErrorKind, Step};
+use crate::observe::NodeHealth;
 
 type Connecting = Shared<BoxFuture<'static, Result<(MultiplexedConnection, u64), NodeError>>>;
 
@@ -59,6 +60,7 @@ pub(crate) struct Node {
     /// anyone knowing.
     slots: tokio::sync::Semaphore,
     max_in_flight: usize,
+    health: NodeHealth,
 }
 
 impl std::fmt::Debug for Node {
@@ -98,6 +100,7 @@ impl Node {
             generation: AtomicU64::new(0),
             slots: tokio::sync::Semaphore::new(buffer),
             max_in_flight: buffer,
+            health: NodeHealth::default(),
         }
     }
 
@@ -109,6 +112,11 @@ impl Node {
     /// `host:port`, never with credentials.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This node's calls, failures and reconnects.
+    pub(crate) fn health(&self) -> &NodeHealth {
+        &self.health
     }
 
     /// The shared connection, opening it in the background if needed.
@@ -150,6 +158,7 @@ impl Node {
             match opened {
                 Ok(c) => {
                     let generation = node.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                    node.health.connected(&node.name, generation);
                     *conn = Conn::Ready(c.clone(), generation);
                     Ok((c, generation))
                 }
@@ -282,11 +291,17 @@ impl Node {
                 }
             }
         };
-        match tokio::time::timeout(self.timeout, call).await {
+        self.health.call();
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
             Err(_) if !admitted.load(Ordering::Relaxed) => Err(self.not_sent(step)),
             Err(_) => Err(NodeError::timeout(&self.name, step, self.timeout)),
+        };
+        match &result {
+            Ok(_) => self.health.answered(&self.name),
+            Err(e) => self.health.failed(e),
         }
+        result
     }
 
     /// The error of a call that found `max_in_flight` calls waiting for this node for its

@@ -14,6 +14,7 @@ use futures::future::join_all;
 use crate::client::Client;
 use crate::error::NodeError;
 use crate::node::Node;
+use crate::observe;
 
 /// One node's settings, judged against what redfence relies on.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +142,9 @@ async fn check(node: &Arc<Node>) -> NodeCheck {
     match info {
         Ok(text) => warnings.extend(judge_info(&text)),
         Err(e) => unreadable.push(e),
+    }
+    for w in &warnings {
+        observe::node_warning(node.name(), w);
     }
     NodeCheck {
         node: node.name().to_owned(),

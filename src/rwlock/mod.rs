@@ -311,6 +311,7 @@ impl RwLock {
         let plan = self.client.plan(&options, s.watchdog)?;
         let waiting = Waiting {
             wakeups: self.client.wakeups(),
+            counters: self.client.nodes().counters(),
             channel: &self.keys.writer.released,
             resource: &self.name,
             wait: options.wait.unwrap_or(s.wait),

@@ -188,6 +188,7 @@ impl Semaphore {
         let plan = self.client.plan(&options, s.watchdog)?;
         let waiting = Waiting {
             wakeups: self.client.wakeups(),
+            counters: self.client.nodes().counters(),
             channel: &self.slots[0].released,
             resource: &self.name,
             wait: options.wait.unwrap_or(s.wait),

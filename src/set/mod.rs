@@ -129,6 +129,7 @@ impl Client {
         // the others.
         let waiting = Waiting {
             wakeups: self.wakeups(),
+            counters: self.nodes().counters(),
             channel: &set.keys.released,
             resource: &set.label,
             wait: options.wait.unwrap_or(s.wait),
