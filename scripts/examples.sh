@@ -14,5 +14,6 @@ if [ ${#names[@]} -eq 0 ]; then
 fi
 for name in "${names[@]}"; do
   echo "== cargo run --example $name"
-  cargo run --locked --quiet --example "$name"
+  # All features: what the test command built already, and what `observability` needs.
+  cargo run --locked --quiet --all-features --example "$name"
 done

@@ -292,7 +292,8 @@ impl NodeHealth {
                     node = e.node(),
                     step = e.step().label(),
                     kind = kind.label(),
-                    "node failing: {e}"
+                    "node failing: {}",
+                    with_causes(e)
                 );
             } else {
                 tracing::debug!(
@@ -300,7 +301,8 @@ impl NodeHealth {
                     node = e.node(),
                     step = e.step().label(),
                     kind = kind.label(),
-                    "node call failed: {e}"
+                    "node call failed: {}",
+                    with_causes(e)
                 );
             }
         }
@@ -338,6 +340,24 @@ impl NodeHealth {
             failing: self.failing.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The error and its causes, as one line.
+#[cfg(feature = "tracing")]
+fn with_causes(e: &NodeError) -> String {
+    use std::fmt::Write;
+
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        // Layers of the `redis` crate often repeat their cause's words.
+        let said = c.to_string();
+        if !text.ends_with(&said) {
+            let _ = write!(text, ": {said}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// A gauge moved: watchdogs running, background tasks running.
