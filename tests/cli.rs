@@ -322,6 +322,107 @@ async fn status_shows_every_node() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("not held"));
 }
 
+/// Piped, `status` is plain text; `CLICOLOR_FORCE` colours it (`NO_COLOR` wins); `--json`
+/// is one JSON object with every node's view and the warnings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_plain_when_piped_coloured_when_asked_and_json_on_request() {
+    let c = cluster(3);
+    let client = c.client_builder().build().unwrap();
+    let g = client.acquire("styled").await.unwrap();
+    c.kill(2).unwrap();
+    let status = |vars: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redfence"));
+        cmd.env("REDFENCE_NODES", nodes(&c))
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .args(["status", "styled"])
+            .args(args)
+            .stdin(Stdio::null());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let plain = status(&[], &[]);
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    let coloured = status(&[("CLICOLOR_FORCE", "1")], &[]);
+    assert!(coloured.contains("\x1b[32mup"), "{coloured:?}");
+    assert!(coloured.contains("\x1b[31munreachable"), "{coloured:?}");
+    assert!(coloured.contains("\x1b[33mwarning:"), "{coloured:?}");
+    let no_color = status(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")], &[]);
+    assert_eq!(no_color.matches('\x1b').count(), 0, "{no_color:?}");
+
+    let out = status(&[("CLICOLOR_FORCE", "1")], &["--json"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["lock"], "styled");
+    assert_eq!(v["quorum"], 2);
+    assert_eq!(v["token"], g.token().get());
+    assert!(v["holder"].is_string(), "{v}");
+    let views = v["nodes"].as_array().unwrap();
+    assert_eq!(views.len(), 3);
+    for (i, view) in views.iter().enumerate() {
+        assert_eq!(view["node"], format!("127.0.0.1:{}", c.port(i)));
+        assert_eq!(view["up"], i != 2, "{view}");
+    }
+    assert_eq!(views[0]["owner"], v["holder"]);
+    assert!(views[0]["ttl_ms"].as_u64().unwrap() > 0);
+    assert_eq!(views[0]["fence"], g.token().get());
+    assert!(
+        views[2]["error"].as_str().unwrap().contains("127.0.0.1"),
+        "{v}"
+    );
+    // The test kit's nodes run without AOF: both live ones are warned about.
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 2, "{v}");
+    g.release().await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&status(&[], &["--json"])).unwrap();
+    assert!(v["holder"].is_null(), "{v}");
+}
+
+/// On a terminal (a pseudo-terminal from `script(1)`), a wait longer than a second says
+/// what it waits for and the failure's prefix is red; piped, neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_wait_says_so_on_a_terminal_only() {
+    let c = cluster(3);
+    let client = c.client_builder().build().unwrap();
+    let g = client.acquire("busy").await.unwrap();
+    let line = format!(
+        "{} run --wait 1500ms busy -- true",
+        env!("CARGO_BIN_EXE_redfence")
+    );
+    let o = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("REDFENCE_NODES", nodes(&c))
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1), from bsdutils");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(75), "{out:?}");
+    assert!(
+        out.contains("waiting for \"busy\" (up to 1.5s)…"),
+        "{out:?}"
+    );
+    assert!(out.contains("\x1b[31mredfence:\x1b[0m"), "{out:?}");
+
+    let o = redfence(
+        &nodes(&c),
+        &["run", "--wait", "1500ms", "busy", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(75));
+    let err = stderr(&o);
+    assert!(
+        !err.contains("waiting for") && !err.contains('\x1b'),
+        "{err:?}"
+    );
+    assert!(err.starts_with("redfence: "), "{err:?}");
+    g.release().await.unwrap();
+}
+
 /// SIGTERM sent to redfence reaches the command, which decides how to stop; the lock is
 /// released when it exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,6 +747,12 @@ async fn list_shows_the_locks_held_on_a_majority() {
     let o = redfence(&nodes(&c), &["list", "--json"]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(out.lines().count(), 3, "{out}");
+    // Each line is JSON (written by hand: checked by a parser), the odd name included.
+    let names: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["lock"].clone())
+        .collect();
+    assert!(names.contains(&"jobs:{2} two".into()), "{names:?}");
     assert!(
         out.contains(&format!(
             "{{\"lock\":\"misc\",\"holder\":\"{}\",\"token\":{},",

@@ -11,6 +11,7 @@ mod demo;
 mod elect;
 mod ops;
 mod run;
+mod style;
 
 /// Exit statuses, as documented in `--help`.
 pub(crate) mod exit {
@@ -103,6 +104,9 @@ struct StatusArgs {
     /// With --watch, how often to look.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     poll: Duration,
+    /// One JSON object (with --watch, one per change) instead of the table.
+    #[arg(long)]
+    json: bool,
     /// The lock name.
     name: String,
 }
@@ -148,7 +152,7 @@ impl std::fmt::Display for Chain<'_> {
 
 /// Prints one line and returns the status: the way the tool reports every failure.
 pub(crate) fn fail(status: u8, msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("redfence: {msg}");
+    eprintln!("{} {msg}", style::Paint::stderr().bad("redfence:"));
     ExitCode::from(status)
 }
 
@@ -219,12 +223,36 @@ async fn status(args: StatusArgs) -> ExitCode {
         Err(e) => return fail(exit::USAGE, Chain(&e)),
     };
     if args.watch {
-        return watch_status(&client, &args.name, args.poll).await;
+        return watch_status(&client, &args.name, args.poll, args.json).await;
     }
     let status = match client.inspect(&args.name).await {
         Ok(s) => s,
         Err(e) => return fail(exit::USAGE, Chain(&e)),
     };
+    // The settings that break a promise, and the nodes whose settings could not be read
+    // (an unreachable node is reported with its state already).
+    let mut warnings = Vec::new();
+    let mut notes = Vec::new();
+    for check in client.check_nodes().await {
+        warnings.extend(
+            check
+                .warnings
+                .iter()
+                .map(|w| (check.node.clone(), w.to_string())),
+        );
+        let up = status
+            .nodes
+            .iter()
+            .any(|v| v.node == check.node && v.state.is_ok());
+        for e in check.unreadable.iter().filter(|_| up) {
+            notes.push((check.node.clone(), e.to_string()));
+        }
+    }
+    if args.json {
+        println!("{}", status_json(&status, &warnings));
+        return ExitCode::SUCCESS;
+    }
+    let paint = style::Paint::stdout();
     let short = |o: &str| o.chars().take(8).collect::<String>();
     let verdict = match (&status.holder, status.newest_token()) {
         (Some(h), Some(t)) => format!("held by {} (newest token {t})", short(h)),
@@ -232,10 +260,11 @@ async fn status(args: StatusArgs) -> ExitCode {
         (None, _) => "not held by a quorum".to_owned(),
     };
     println!(
-        "lock {:?} on {} nodes (quorum {}): {verdict}",
+        "lock {:?} on {} nodes (quorum {}): {}",
         status.resource,
         status.nodes.len(),
-        status.quorum
+        status.quorum,
+        paint.bold(&verdict)
     );
     println!(
         "{:<22} {:<12} {:<9} {:>8} {:>10}",
@@ -244,36 +273,70 @@ async fn status(args: StatusArgs) -> ExitCode {
     for v in &status.nodes {
         match &v.state {
             Ok(l) => println!(
-                "{:<22} {:<12} {:<9} {:>8} {:>10}",
+                "{:<22} {} {:<9} {:>8} {:>10}",
                 v.node,
-                "up",
+                paint.good(&format!("{:<12}", "up")),
                 l.owner.as_deref().map_or("-".into(), short),
                 l.ttl
                     .map_or("-".into(), |t| format!("{:.1}s", t.as_secs_f64())),
                 l.fence.map_or("-".into(), |f| f.to_string()),
             ),
-            Err(e) => println!("{:<22} {:<12} {e}", v.node, "unreachable"),
+            Err(e) => println!(
+                "{:<22} {} {e}",
+                v.node,
+                paint.bad(&format!("{:<12}", "unreachable"))
+            ),
         }
     }
-    // The settings that break a promise (an unreachable node was reported above).
-    for check in client.check_nodes().await {
-        for w in &check.warnings {
-            println!("warning: node {}: {w}", check.node);
-        }
-        let up = status
-            .nodes
-            .iter()
-            .any(|v| v.node == check.node && v.state.is_ok());
-        for e in check.unreadable.iter().filter(|_| up) {
-            println!("note: node {}: settings not readable: {e}", check.node);
-        }
+    for (node, w) in &warnings {
+        println!("{} node {node}: {w}", paint.warn("warning:"));
+    }
+    for (node, e) in &notes {
+        println!("note: node {node}: settings not readable: {e}");
     }
     ExitCode::SUCCESS
 }
 
+/// `status --json`: the lock, its holder on a majority, each node's view, the warnings.
+fn status_json(status: &redfence::LockStatus, warnings: &[(String, String)]) -> String {
+    use ops::json;
+    let or_null = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+    let nodes: Vec<String> = status
+        .nodes
+        .iter()
+        .map(|v| match &v.state {
+            Ok(l) => format!(
+                "{{\"node\":{},\"up\":true,\"owner\":{},\"ttl_ms\":{},\"fence\":{}}}",
+                json(&v.node),
+                or_null(l.owner.as_deref().map(json)),
+                or_null(l.ttl.map(|t| t.as_millis().to_string())),
+                or_null(l.fence.map(|f| f.to_string())),
+            ),
+            Err(e) => format!(
+                "{{\"node\":{},\"up\":false,\"error\":{}}}",
+                json(&v.node),
+                json(&e.to_string())
+            ),
+        })
+        .collect();
+    let warnings: Vec<String> = warnings
+        .iter()
+        .map(|(node, w)| format!("{{\"node\":{},\"warning\":{}}}", json(node), json(w)))
+        .collect();
+    format!(
+        "{{\"lock\":{},\"quorum\":{},\"holder\":{},\"token\":{},\"nodes\":[{}],\"warnings\":[{}]}}",
+        json(&status.resource),
+        status.quorum,
+        or_null(status.holder.as_deref().map(json)),
+        or_null(status.newest_token().map(|t| t.to_string())),
+        nodes.join(","),
+        warnings.join(","),
+    )
+}
+
 /// `status --watch`: one line per change of hands, read every `poll`: the time, the
 /// holder on a majority (or none), the newest token, and on how many nodes it is held.
-async fn watch_status(client: &Client, name: &str, poll: Duration) -> ExitCode {
+async fn watch_status(client: &Client, name: &str, poll: Duration, as_json: bool) -> ExitCode {
     let mut last = None;
     let started = std::time::Instant::now();
     loop {
@@ -294,7 +357,13 @@ async fn watch_status(client: &Client, name: &str, poll: Duration) -> ExitCode {
         let now = (holder, status.newest_token());
         if last.as_ref() != Some(&now) {
             let at = started.elapsed().as_secs_f64();
+            let token = now.1.map_or("null".into(), |t| t.to_string());
             match &now {
+                _ if as_json => println!(
+                    "{{\"at_s\":{at:.3},\"holder\":{},\"token\":{token},\"on\":{on},\"nodes\":{}}}",
+                    now.0.as_deref().map_or("null".into(), ops::json),
+                    status.nodes.len()
+                ),
                 (Some(h), token) => println!(
                     "{at:>8.3}s held by {} (newest token {}) on {on} of {} nodes",
                     h.chars().take(8).collect::<String>(),

@@ -55,7 +55,7 @@ fn lease_left(s: &LockStatus) -> Option<std::time::Duration> {
 }
 
 /// A JSON string literal.
-fn json(s: &str) -> String {
+pub(crate) fn json(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -10,7 +10,7 @@ use redfence::{Client, Error, LockGuard};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{Chain, NodesArg, acquire_failure, acquire_options, exit, fail, parse_duration};
+use crate::{Chain, NodesArg, acquire_failure, acquire_options, exit, fail, parse_duration, style};
 
 pub(crate) const AFTER_HELP: &str = "\
 The command runs with REDFENCE_LOCK (the name), REDFENCE_TOKEN (the fencing token: pass
@@ -157,39 +157,44 @@ async fn run_with(client: &Client, args: RunArgs, mut forwarded: Forwarded) -> E
     // A zero wait means one attempt.
     let wait = args.wait.max(Duration::from_millis(1));
     let options = acquire_options(wait, args.max_hold);
-    let held = match (args.permits, args.read, args.write) {
-        (Some(k), ..) => match client.semaphore(&args.name, k) {
-            Ok(sem) => sem
-                .acquire_with(options)
+    // On a terminal, a wait of more than a second says what it waits for.
+    let what = format!("{:?} (up to {wait:?})", args.name);
+    let held = style::waiting(&what, async {
+        match (args.permits, args.read, args.write) {
+            (Some(k), ..) => match client.semaphore(&args.name, k) {
+                Ok(sem) => sem
+                    .acquire_with(options)
+                    .await
+                    .map(|p| (p.slot(), p.into_guard()))
+                    .map(|(slot, g)| (g, Some(slot.to_string()))),
+                Err(e) => Err(e),
+            },
+            (None, true, _) => match client.rwlock(&args.name) {
+                Ok(l) => l.read_with(options).await.map(|r| (r.into_guard(), None)),
+                Err(e) => Err(e),
+            },
+            (None, _, true) => match client.rwlock(&args.name) {
+                Ok(l) => l.write_with(options).await.map(|w| (w.into_guard(), None)),
+                Err(e) => Err(e),
+            },
+            (None, false, false) if args.all => {
+                let names: Vec<&str> = args.name.split(',').collect();
+                client.acquire_all_with(&names, options).await.map(|set| {
+                    let tokens: Vec<String> = set
+                        .tokens()
+                        .iter()
+                        .map(|(name, token)| format!("{name}={token}"))
+                        .collect();
+                    (set.into_guard(), Some(tokens.join(",")))
+                })
+            }
+            (None, false, false) => client
+                .acquire_with(&args.name, options)
                 .await
-                .map(|p| (p.slot(), p.into_guard()))
-                .map(|(slot, g)| (g, Some(slot.to_string()))),
-            Err(e) => Err(e),
-        },
-        (None, true, _) => match client.rwlock(&args.name) {
-            Ok(l) => l.read_with(options).await.map(|r| (r.into_guard(), None)),
-            Err(e) => Err(e),
-        },
-        (None, _, true) => match client.rwlock(&args.name) {
-            Ok(l) => l.write_with(options).await.map(|w| (w.into_guard(), None)),
-            Err(e) => Err(e),
-        },
-        (None, false, false) if args.all => {
-            let names: Vec<&str> = args.name.split(',').collect();
-            client.acquire_all_with(&names, options).await.map(|set| {
-                let tokens: Vec<String> = set
-                    .tokens()
-                    .iter()
-                    .map(|(name, token)| format!("{name}={token}"))
-                    .collect();
-                (set.into_guard(), Some(tokens.join(",")))
-            })
+                .map(|g| (g, None)),
         }
-        (None, false, false) => client
-            .acquire_with(&args.name, options)
-            .await
-            .map(|g| (g, None)),
-    };
+    })
+    .await;
     let (guard, extra) = match held {
         Ok(held) => held,
         Err(e) => {
