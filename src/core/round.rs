@@ -117,11 +117,18 @@ pub(crate) async fn run_round<T>(
 ) -> (Round<T>, NodeCalls<T>) {
     let mut tally = Tally::new(n);
     let mut answers = Vec::with_capacity(n);
+    // Each answer's vote, for the span: `vote` may count as it goes (a grant round's
+    // per-candidate counts), so it is called once per answer, here, and never again.
+    #[cfg(feature = "tracing")]
+    let mut votes = Vec::with_capacity(n);
     let mut timed_out = false;
     if !decided(&tally) {
         let gather = std::future::poll_fn(|cx| {
             poll_all(&mut calls.running, cx, |(i, r)| {
-                tally.record(vote(&r));
+                let v = vote(&r);
+                tally.record(v);
+                #[cfg(feature = "tracing")]
+                votes.push(v);
                 answers.push((i, r));
             });
             if decided(&tally) || calls.running.is_empty() {
@@ -143,7 +150,7 @@ pub(crate) async fn run_round<T>(
         }
     }
     #[cfg(feature = "tracing")]
-    record(&tally, &answers, &vote, timed_out);
+    record(&tally, &answers, &votes, timed_out);
     (
         Round {
             tally,
@@ -159,12 +166,7 @@ pub(crate) async fn run_round<T>(
 /// (as [`Client::node_names`](crate::Client::node_names) lists them) and a failure by its
 /// kind. Nodes that had not answered when the round was decided are not listed.
 #[cfg(feature = "tracing")]
-fn record<T>(
-    tally: &Tally,
-    answers: &[Reply<T>],
-    vote: impl Fn(&Result<T, NodeError>) -> Vote,
-    timed_out: bool,
-) {
+fn record<T>(tally: &Tally, answers: &[Reply<T>], votes: &[Vote], timed_out: bool) {
     use std::fmt::Write;
 
     let span = tracing::Span::current();
@@ -172,8 +174,8 @@ fn record<T>(
         return;
     }
     let mut text = String::with_capacity(answers.len() * 8);
-    for (i, a) in answers {
-        let said = match (a, vote(a)) {
+    for ((i, a), v) in answers.iter().zip(votes) {
+        let said = match (a, v) {
             (Err(e), _) => e.kind().label(),
             (Ok(_), Vote::Yes) => "yes",
             (Ok(_), Vote::No) => "no",
@@ -262,6 +264,42 @@ mod tests {
         assert_eq!(round.tally.decision(), Decision::Pending);
         assert_eq!(round.errors(), [node_error(0)]);
         assert_eq!(left.running.len(), 2);
+    }
+
+    /// A vote that counts as it goes (a grant round's per-candidate counts) is called
+    /// once per answer, also when a subscriber records the round on its span: calling it
+    /// again would count a grant twice and could make a lost round look won.
+    #[cfg(feature = "tracing")]
+    #[tokio::test]
+    async fn a_round_votes_once_per_answer_with_a_subscriber_listening() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tracing::Instrument;
+
+        let subscriber = tracing_subscriber::registry();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let span = tracing::debug_span!(
+            target: "redfence",
+            "acquire",
+            granted = tracing::field::Empty,
+            refused = tracing::field::Empty,
+            failed = tracing::field::Empty,
+            answers = tracing::field::Empty,
+        );
+        assert!(!span.is_disabled());
+        let mut calls = NodeCalls::with_capacity(3);
+        for i in 0..3 {
+            calls.push(i, async move { Ok(i) });
+        }
+        let counted = AtomicUsize::new(0);
+        let vote = |_: &Result<usize, NodeError>| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Vote::Yes
+        };
+        let (round, _) = run_round(calls, 3, vote, |_| false, None)
+            .instrument(span)
+            .await;
+        assert_eq!(round.answers.len(), 3);
+        assert_eq!(counted.load(Ordering::Relaxed), 3);
     }
 
     /// As a stream, the calls hand out every reply once, then end.
