@@ -645,8 +645,11 @@ async fn wan(
     rows
 }
 
-/// 1,000 locks held by watchdogs (TTL 3 s): client CPU per wall second and memory.
-async fn watchdogs(cluster: &Cluster, hold: Duration) -> Row {
+/// `n` locks held by watchdogs (TTL 10 s) on one client for `hold`: the client's and the
+/// servers' CPU per wall second, memory per lock, renewals per second, the latest a
+/// renewal was sent after its schedule, and losses. `batched`: the client's one renewal
+/// task (the default) or a task per lock.
+async fn held_locks(cluster: &Cluster, n: usize, batched: bool, hold: Duration) -> Row {
     fn rss_kib() -> u64 {
         let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         s.lines()
@@ -654,41 +657,81 @@ async fn watchdogs(cluster: &Cluster, hold: Duration) -> Row {
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             .unwrap_or(0)
     }
+    let servers_cpu = || -> Duration {
+        (0..cluster.len())
+            .filter_map(|i| cluster.pid(i))
+            .map(|p| cpu_of(&p.to_string()))
+            .sum()
+    };
     let c = cluster
         .client_builder()
-        .ttl(Duration::from_secs(3))
+        .ttl(TTL)
+        .batch_renewals(batched)
         .build()
         .unwrap();
     let opts = AcquireOptions::new().watchdog(true);
     let rss0 = rss_kib();
-    let mut guards = Vec::new();
-    for batch in 0..10 {
-        let got = join_all((0..100).map(|i| {
+    let mut guards = Vec::with_capacity(n);
+    for batch in 0..n.div_ceil(256) {
+        let got = join_all((batch * 256..((batch + 1) * 256).min(n)).map(|i| {
             let (c, opts) = (c.clone(), opts.clone());
-            async move { c.try_acquire_with(&format!("wd-{batch}-{i}"), opts).await }
+            async move {
+                c.try_acquire_with(&format!("held-{batched}-{i}"), opts)
+                    .await
+            }
         }))
         .await;
         guards.extend(got.into_iter().filter_map(|g| g.ok().flatten()));
     }
     let held = guards.len();
-    let (cpu0, t0) = (cpu_of("self"), Instant::now());
+    let renewed0 = c.stats().extensions.renewed;
+    let (cpu0, servers0, t0) = (cpu_of("self"), servers_cpu(), Instant::now());
     tokio::time::sleep(hold).await;
-    let (cpu_used, wall) = (cpu_of("self") - cpu0, t0.elapsed());
+    let (cpu_used, servers_used, wall) = (
+        cpu_of("self") - cpu0,
+        servers_cpu() - servers0,
+        t0.elapsed(),
+    );
     let rss1 = rss_kib();
-    let lost = guards.iter().filter(|g| g.validity().is_zero()).count();
-    join_all(guards.into_iter().map(|g| g.release())).await;
+    let stats = c.stats();
+    let lost = guards
+        .iter()
+        .filter(|g| !matches!(*g.state().borrow(), redfence::LockState::Held { .. }))
+        .count();
+    let mut left = guards;
+    while !left.is_empty() {
+        let rest = left.split_off(left.len().min(256));
+        join_all(left.into_iter().map(|g| g.release())).await;
+        left = rest;
+    }
+    c.shutdown(Duration::from_secs(5)).await;
+    let pct = |d: Duration| 100.0 * d.as_secs_f64() / wall.as_secs_f64();
+    let k = if n >= 1000 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    };
+    let scenario: &'static str = Box::leak(format!("7 held {k} locks").into_boxed_str());
     Row {
-        scenario: "7 1000 watchdogs",
-        contender: "redfence",
+        scenario,
+        contender: if batched { "redfence" } else { "per-lock task" },
         p50_us: f64::NAN,
         p99_us: f64::NAN,
-        ops_per_s: f64::NAN,
+        ops_per_s: (stats.extensions.renewed - renewed0) as f64 / wall.as_secs_f64(),
         acquire_us: None,
         extra: format!(
-            "{held} held, {lost} lost; client CPU {:.2}% of one core; RSS +{} KiB ({:.1} KiB per lock)",
-            100.0 * cpu_used.as_secs_f64() / wall.as_secs_f64(),
-            rss1.saturating_sub(rss0),
-            rss1.saturating_sub(rss0) as f64 / held.max(1) as f64
+            "{held} held {:.0} s, {lost} lost; client CPU {:.1}% of a core, servers {:.1}%; \
+             RSS +{:.0} B per lock; latest renewal {:.1} ms after schedule",
+            wall.as_secs_f64(),
+            pct(cpu_used),
+            pct(servers_used),
+            rss1.saturating_sub(rss0) as f64 * 1024.0 / held.max(1) as f64,
+            stats
+                .renewal_lateness
+                .max()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1000.0
         ),
     }
 }
@@ -777,6 +820,13 @@ fn main() {
         .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_default();
     let run = |n: u32| only.is_empty() || only.contains(&n);
+    // `--hold SECS`: how long scenario 7 holds its locks (default 60 s, 10 s quick).
+    let hold: Option<Duration> = args
+        .iter()
+        .position(|a| a == "--hold")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs);
     let (rounds, per_round) = if quick { (5, 100) } else { (20, 250) };
     let window = if quick {
         Duration::from_secs(1)
@@ -863,18 +913,39 @@ fn main() {
             }
         }
         if run(7) {
-            eprintln!("7: 1000 watchdogs");
-            rows.push(
-                watchdogs(
-                    &cluster,
-                    if quick {
-                        Duration::from_secs(5)
-                    } else {
-                        Duration::from_secs(30)
-                    },
-                )
-                .await,
-            );
+            let hold = hold.unwrap_or(if quick {
+                Duration::from_secs(10)
+            } else {
+                Duration::from_secs(60)
+            });
+            for (n, batched) in [
+                (1_000, true),
+                (10_000, false),
+                (10_000, true),
+                (100_000, true),
+            ] {
+                eprintln!("7: {n} held locks, batched renewal {batched}");
+                rows.push(held_locks(&cluster, n, batched, hold).await);
+            }
+            let cpu = |r: &Row| -> Option<f64> {
+                let (_, rest) = r.extra.split_once("client CPU ")?;
+                rest.split('%').next()?.parse().ok()
+            };
+            let per_lock = rows
+                .iter()
+                .find(|r| r.scenario == "7 held 10k locks" && r.contender == "per-lock task");
+            let batched = rows
+                .iter()
+                .position(|r| r.scenario == "7 held 10k locks" && r.contender == "redfence");
+            if let (Some(p), Some(b)) = (per_lock.and_then(cpu), batched)
+                && let Some(mine) = cpu(&rows[b])
+            {
+                rows[b].extra = format!(
+                    "{}; client CPU {:.2}x the per-lock task's",
+                    rows[b].extra,
+                    mine / p
+                );
+            }
         }
         print(&rows, json);
     });

@@ -6,21 +6,27 @@
 #   scripts/bench.sh --quick    # every scenario briefly (under 3 minutes)
 #   scripts/bench.sh --json     # also one JSON object per line
 #   scripts/bench.sh --only 2,3 # just those scenarios
+#   scripts/bench.sh --only 7 --hold 300   # hold scenario 7's locks 5 minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prev=
 for a in "$@"; do
+  if [ "$prev" = --hold ]; then
+    [[ "$a" =~ ^[0-9]+$ ]] || { echo "bench.sh: --hold wants whole seconds like 300, not '$a'" >&2; exit 2; }
+    prev=; continue
+  fi
   if [ "$prev" = --only ]; then
     [[ "$a" =~ ^[1-9](,[1-9])*$ ]] || { echo "bench.sh: --only wants scenario numbers 1-9 like 2,3, not '$a'" >&2; exit 2; }
     prev=; continue
   fi
   case "$a" in
-    --quick|--json|--only) ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --quick|--json|--only|--hold) ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument '$a' (see --help)" >&2; exit 2 ;;
   esac
   prev=$a
 done
+[ "$prev" != --hold ] || { echo "bench.sh: --hold needs seconds, like --hold 300" >&2; exit 2; }
 [ "$prev" != --only ] || { echo "bench.sh: --only needs scenario numbers, like --only 2,3" >&2; exit 2; }
 scripts/install-redis.sh
 exec cargo bench --locked --bench compare -- "$@"

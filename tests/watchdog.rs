@@ -316,3 +316,110 @@ async fn a_thousand_watchdogs_on_one_client() {
     assert!(released.into_iter().all(|r| r.unwrap()));
     assert_eq!(c.active_watchdogs(), 0);
 }
+
+/// Takes `n` locks named `{prefix}-{i}` with watchdogs, 100 at a time.
+async fn many(c: &redfence::Client, prefix: &str, n: usize) -> Vec<LockGuard> {
+    let opts = AcquireOptions::new().watchdog(true);
+    let mut guards = Vec::with_capacity(n);
+    for batch in 0..n.div_ceil(100) {
+        let calls = (batch * 100..((batch + 1) * 100).min(n)).map(|i| {
+            let (c, opts) = (c.clone(), opts.clone());
+            async move { c.try_acquire_with(&format!("{prefix}-{i}"), opts).await }
+        });
+        for g in futures::future::join_all(calls).await {
+            guards.push(g.unwrap().expect("free key refused"));
+        }
+    }
+    guards
+}
+
+/// The batched watchdog judges each lease on its own: of 40 leases renewed together,
+/// the 7 whose keys were deleted on a majority are reported lost (not owner), and the
+/// other 33 stay held and keep being renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_renewal_judges_each_lease_on_its_own() {
+    let cluster = cluster(3);
+    let c = short(&cluster).build().unwrap();
+    let guards = many(&c, "own", 40).await;
+    let stolen = [3, 5, 11, 17, 23, 29, 37];
+    for i in stolen {
+        for node in [0, 2] {
+            cmd::<()>(&cluster, node, &["DEL", &lock_key(&format!("own-{i}"))]).await;
+        }
+    }
+    for i in stolen {
+        let reason = lost_before_deadline(&guards[i]).await;
+        assert_eq!(reason, LossReason::NotOwner { nodes: 2 }, "own-{i}");
+    }
+    // Two more TTLs: every other lease is renewed all along.
+    let from = Instant::now();
+    tokio::time::sleep(2 * TTL).await;
+    for (i, g) in guards
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !stolen.contains(i))
+    {
+        assert!(
+            matches!(*g.state().borrow(), LockState::Held { .. }),
+            "own-{i}: {:?}",
+            g.state().borrow()
+        );
+        assert!(g.deadline() > from + TTL, "own-{i} was not renewed");
+    }
+    assert_eq!(c.stats().losses.not_owner, 7);
+    assert_eq!(c.active_watchdogs(), 33);
+}
+
+/// 10,000 leases held through the batched watchdog, then two of three nodes paused: every
+/// one of them is reported lost, each no later than the deadline it was last given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_batched_leases_each_report_their_loss_in_time() {
+    let cluster = cluster(3);
+    let ttl = Duration::from_secs(4);
+    let c = client(&cluster)
+        .ttl(ttl)
+        .node_timeout(Duration::from_millis(300))
+        .max_in_flight(20_000)
+        .build()
+        .unwrap();
+    let guards = many(&c, "ten-k", 10_000).await;
+    assert_eq!(c.active_watchdogs(), 10_000);
+    // At least one renewal of every lease before the pause.
+    let renewed = Instant::now() + ttl / 2;
+    tokio::time::sleep_until(renewed.into()).await;
+    cluster.pause(0).unwrap();
+    cluster.pause(1).unwrap();
+    let losses = futures::future::join_all(
+        guards
+            .iter()
+            .map(|g| async move { tokio::time::timeout(Duration::from_secs(20), g.lost()).await }),
+    )
+    .await;
+    cluster.resume(0).unwrap();
+    cluster.resume(1).unwrap();
+    let mut late = 0;
+    for (g, lost) in guards.iter().zip(&losses) {
+        let reason = lost.as_ref().expect("a loss was not reported");
+        assert!(
+            matches!(reason, LossReason::QuorumUnreachable { .. }),
+            "{}: {reason:?}",
+            g.resource()
+        );
+        let LockState::Lost { at, .. } = *g.state().borrow() else {
+            panic!("{}: not lost", g.resource());
+        };
+        if at > g.deadline() {
+            late += 1;
+        }
+    }
+    assert_eq!(
+        late, 0,
+        "{late} of 10,000 losses published after their deadline"
+    );
+    assert_eq!(c.stats().losses.quorum_unreachable, 10_000);
+    let renewals = c.stats().extensions.renewed;
+    assert!(
+        renewals >= 10_000,
+        "only {renewals} renewals before the pause"
+    );
+}

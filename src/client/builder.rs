@@ -43,6 +43,7 @@ pub struct ClientBuilder {
     watchdog: Watchdog,
     extend_interval: Option<Duration>,
     max_hold: Option<Duration>,
+    batch_renewals: bool,
     /// PEM root certificate(s) for `rediss://` nodes, instead of the system's.
     tls_root: Option<Vec<u8>>,
     /// PEM client certificate and key, for nodes that require mutual TLS.
@@ -66,6 +67,7 @@ impl std::fmt::Debug for ClientBuilder {
             watchdog,
             extend_interval,
             max_hold,
+            batch_renewals,
             tls_root,
             tls_identity,
         } = self;
@@ -85,6 +87,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("watchdog", watchdog)
             .field("extend_interval", extend_interval)
             .field("max_hold", max_hold)
+            .field("batch_renewals", batch_renewals)
             .field("tls_root", &tls_root.as_ref().map(|_| "<set>"))
             .field("tls_identity", &tls_identity.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -108,6 +111,7 @@ impl Default for ClientBuilder {
             watchdog: Watchdog::On,
             extend_interval: None,
             max_hold: None,
+            batch_renewals: true,
             tls_root: None,
             tls_identity: None,
         }
@@ -230,6 +234,26 @@ impl ClientBuilder {
     )]
     pub fn auto_extend(self, on: bool) -> Self {
         self.watchdog(on)
+    }
+
+    /// Whether the watchdogs of this client's locks, semaphore permits, writers and sets
+    /// share one renewal task, which extends every lease due at about the same time
+    /// (within 50 ms) with one script call per node for up to 256 leases, each lease still
+    /// judged on its own (owner check, validity, loss). On by default: holding many locks
+    /// then costs the client and the nodes a fraction of one round per lock per tick.
+    /// Off, each lease has a task of its own that extends it alone (readers' and leaders'
+    /// leases always do).
+    ///
+    /// ```
+    /// let client = redfence::Client::builder()
+    ///     .node("redis://127.0.0.1:6379")
+    ///     .batch_renewals(false)
+    ///     .build()?;
+    /// # Ok::<(), redfence::Error>(())
+    /// ```
+    pub fn batch_renewals(mut self, on: bool) -> Self {
+        self.batch_renewals = on;
+        self
     }
 
     /// Time between the watchdog's extensions. It must leave room for one extension
@@ -464,6 +488,7 @@ impl ClientBuilder {
             watchdog: self.watchdog,
             extend_interval: self.extend_interval,
             max_hold: self.max_hold,
+            batch_renewals: self.batch_renewals,
         };
         settings.check_ttl(self.ttl)?;
         if self.watchdog == Watchdog::On

@@ -66,6 +66,7 @@ pub(crate) struct Settings {
     pub(crate) watchdog: Watchdog,
     pub(crate) extend_interval: Option<Duration>,
     pub(crate) max_hold: Option<Duration>,
+    pub(crate) batch_renewals: bool,
 }
 
 impl Settings {
@@ -145,6 +146,7 @@ impl Settings {
             interval,
             retry: self.retry_delay.max(Duration::from_millis(1)),
             max_hold,
+            batched: self.batch_renewals,
         })
     }
 }

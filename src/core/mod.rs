@@ -19,6 +19,7 @@ pub(crate) use background::Background;
 pub(crate) use ledger::ReleaseLedger;
 pub(crate) use round::{NodeCalls, decided, no_quorum, run_round};
 
+use crate::lease::renewer::Renewer;
 use crate::node::{Announce, Node, Release};
 use crate::observe::Counters;
 use crate::scripts::Keys;
@@ -34,6 +35,7 @@ struct NodesInner {
     drift_factor: f64,
     background: Arc<Background>,
     counters: Counters,
+    renewer: Arc<Renewer>,
 }
 
 impl std::fmt::Debug for Nodes {
@@ -62,6 +64,7 @@ impl Nodes {
             drift_factor,
             background: Arc::default(),
             counters: Counters::default(),
+            renewer: Arc::default(),
         }))
     }
 
@@ -77,6 +80,11 @@ impl Nodes {
 
     pub(crate) fn background(&self) -> &Arc<Background> {
         &self.0.background
+    }
+
+    /// The batched watchdog of the client's leases.
+    pub(crate) fn renewer(&self) -> &Arc<Renewer> {
+        &self.0.renewer
     }
 
     /// What the client counts ([`Stats`](crate::Stats)).

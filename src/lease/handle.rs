@@ -29,7 +29,7 @@ impl std::fmt::Debug for LeaseHandle {
             .field("resource", &self.lease.resource)
             .field("token", &self.lease.token)
             .field("ttl", &self.lease.ttl)
-            .field("state", &*self.lease.state.borrow())
+            .field("state", &self.lease.state.with(LockState::clone))
             .field("watchdog", &self.watchdog.is_some())
             .finish_non_exhaustive()
     }
@@ -38,11 +38,11 @@ impl std::fmt::Debug for LeaseHandle {
 impl LeaseHandle {
     /// The state in a few words, for `Debug`: held, lost (and why), or released.
     pub(crate) fn summary(&self) -> String {
-        match &*self.lease.state.borrow() {
+        self.lease.state.with(|s| match s {
             LockState::Held { .. } => "held".to_owned(),
             LockState::Lost { reason, .. } => format!("lost: {reason}"),
             LockState::Released => "released".to_owned(),
-        }
+        })
     }
 
     pub(crate) fn new(lease: Arc<Lease>, watchdog: Option<WatchdogTask>) -> Self {

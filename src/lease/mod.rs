@@ -6,16 +6,16 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
 pub(crate) mod grant;
 mod handle;
+pub(crate) mod renewer;
 mod state;
 pub(crate) mod wait;
 pub(crate) mod watchdog;
 
 pub(crate) use handle::LeaseHandle;
 pub use state::LockState;
+use state::StateCell;
 
 use crate::clock;
 use crate::core::quorum::{self, Decision, Vote};
@@ -48,7 +48,7 @@ pub(crate) struct Lease {
     /// lost (set once the set is won; unset for every other lease).
     pub(crate) parts: OnceLock<Arc<[String]>>,
     deadline: Mutex<Instant>,
-    pub(crate) state: watch::Sender<LockState>,
+    pub(crate) state: StateCell,
 }
 
 /// How one extension round ended.
@@ -96,7 +96,7 @@ impl Lease {
             ledger: p.ledger,
             parts: OnceLock::new(),
             deadline: Mutex::new(p.deadline),
-            state: watch::Sender::new(LockState::Held {
+            state: StateCell::new(LockState::Held {
                 deadline: p.deadline,
             }),
         }
@@ -108,29 +108,26 @@ impl Lease {
 
     /// Lost or released.
     pub(crate) fn is_over(&self) -> bool {
-        !matches!(*self.state.borrow(), LockState::Held { .. })
+        !self.state.with(|s| matches!(s, LockState::Held { .. }))
     }
 
     /// Publishes the loss, unless the lock is already lost or released (the first word
     /// stands). The watch channel keeps the last state for every observer, and closes only
     /// when the guard is gone, after this.
     pub(crate) fn publish_lost(&self, reason: LossReason) {
-        let published = self.state.send_if_modified(|s| {
-            if matches!(s, LockState::Held { .. }) {
-                *s = LockState::Lost {
-                    reason,
-                    at: clock::now(),
-                };
-                true
-            } else {
-                false
+        self.state.send_if_modified(|s| {
+            if !matches!(s, LockState::Held { .. }) {
+                return false;
             }
-        });
-        // Counted (and told) outside the send: once per lease, as Lost is final.
-        if published && let LockState::Lost { reason, .. } = &*self.state.borrow() {
+            // Counted (and told) before anyone waiting on the state can see the loss.
             let counters = self.nodes.counters();
-            counters.lost(&self.resource, self.token.get(), reason);
-        }
+            counters.lost(&self.resource, self.token.get(), &reason);
+            *s = LockState::Lost {
+                reason,
+                at: clock::now(),
+            };
+            true
+        });
     }
 
     /// Held becomes Released; a loss stays published (Lost is final).
@@ -147,7 +144,7 @@ impl Lease {
 
     /// Why a refused extension lost the lease: a set's names the resource most refusing
     /// nodes found gone (the first one each found), every other lease's is `NotOwner`.
-    fn not_owner(
+    pub(crate) fn not_owner(
         &self,
         answers: &[(usize, Result<Renewal, NodeError>)],
         nodes: usize,
@@ -186,8 +183,12 @@ impl Lease {
     /// Renews the lease on all N nodes, deciding as soon as the outcome is certain and
     /// giving up at `limit` (never later than the current deadline).
     pub(crate) async fn extend_until(&self, limit: Instant, ttl: Duration) -> Extension {
-        if let LockState::Lost { reason, .. } = &*self.state.borrow() {
-            return Extension::Over(Some(reason.clone()));
+        let lost = self.state.with(|s| match s {
+            LockState::Lost { reason, .. } => Some(reason.clone()),
+            _ => None,
+        });
+        if let Some(reason) = lost {
+            return Extension::Over(Some(reason));
         }
         if self.is_over() {
             return Extension::Over(None);
@@ -242,26 +243,7 @@ impl Lease {
             return Extension::TimedOut(errors);
         }
         match round.tally.decision() {
-            Decision::Won => {
-                // Every renewed lease started no earlier than `start`, so the new validity
-                // counts from there, less the drift allowance.
-                let drift = self.nodes.drift(ttl);
-                let renewed = start + ttl.saturating_sub(drift);
-                let deadline = {
-                    let mut d = self.deadline.lock().unwrap_or_else(PoisonError::into_inner);
-                    // Concurrent extensions: a slower one must not shorten a newer one.
-                    *d = (*d).max(renewed);
-                    *d
-                };
-                self.state.send_if_modified(|s| match s {
-                    LockState::Held { deadline: old } if *old != deadline => {
-                        *old = deadline;
-                        true
-                    }
-                    _ => false,
-                });
-                Extension::Extended(deadline.saturating_duration_since(clock::now()))
-            }
+            Decision::Won => Extension::Extended(self.renewed(start, ttl)),
             Decision::Refused => {
                 self.publish_lost(self.not_owner(&round.answers, round.tally.no));
                 Extension::NotOwner(round.tally.no)
@@ -270,6 +252,29 @@ impl Lease {
                 Extension::Unreachable(no_quorum(&self.resource, Step::Extend, &round, n))
             }
         }
+    }
+
+    /// A quorum renewed the lease by `ttl` in a round sent at `start`: moves the deadline
+    /// (never back) and returns the validity left.
+    pub(crate) fn renewed(&self, start: Instant, ttl: Duration) -> Duration {
+        // Every renewed lease started no earlier than `start`, so the new validity counts
+        // from there, less the drift allowance.
+        let drift = self.nodes.drift(ttl);
+        let renewed = start + ttl.saturating_sub(drift);
+        let deadline = {
+            let mut d = self.deadline.lock().unwrap_or_else(PoisonError::into_inner);
+            // Concurrent extensions: a slower one must not shorten a newer one.
+            *d = (*d).max(renewed);
+            *d
+        };
+        self.state.send_if_modified(|s| match s {
+            LockState::Held { deadline: old } if *old != deadline => {
+                *old = deadline;
+                true
+            }
+            _ => false,
+        });
+        deadline.saturating_duration_since(clock::now())
     }
 
     /// Deletes the lock on all N nodes; true when a quorum still held it.

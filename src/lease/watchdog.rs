@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+use super::renewer::Registration;
 use super::{Extension, Lease};
 use crate::clock;
 use crate::error::{LossReason, NodeError};
 use crate::observe::{self, OpSpan};
+use crate::scripts::Hold;
 
 /// When a watchdog extends, retries, and gives up.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +23,9 @@ pub(crate) struct Schedule {
     pub(crate) retry: Duration,
     /// Stop extending and report the loss this long after acquisition.
     pub(crate) max_hold: Option<Duration>,
+    /// Renewed by the client's batched [`Renewer`](super::renewer::Renewer) when the
+    /// lease is held as plain keys.
+    pub(crate) batched: bool,
 }
 
 /// How long before the deadline the watchdog gives up and publishes the loss: 2 % of the
@@ -31,36 +36,59 @@ pub(crate) fn loss_margin(ttl: Duration) -> Duration {
     (ttl / 50).max(Duration::from_millis(2))
 }
 
-/// The task's handle: dropping it aborts the task, so a watchdog never outlives its guard.
+/// A lease's watchdog: its place in the client's batched [`Renewer`] (leases held as
+/// plain keys: locks, slots, writers, sets), or a task of its own (a reader's entry, a
+/// leader's lease, whose scripts differ). Dropping it stops the watchdog, so a watchdog
+/// never outlives its guard.
 #[derive(Debug)]
-pub(crate) struct WatchdogTask(JoinHandle<()>);
+pub(crate) enum WatchdogTask {
+    /// Held for its `Drop`, which takes the lease out of the renewer.
+    Batched {
+        _watch: Registration,
+    },
+    Task(JoinHandle<()>),
+}
 
 impl WatchdogTask {
     /// Starts extending `shared`; `live` counts running watchdogs (per client).
     pub(crate) fn start(shared: &Arc<Lease>, plan: Schedule, live: &Arc<AtomicUsize>) -> Self {
+        if plan.batched && shared.keys.hold == Hold::Key {
+            let renewer = shared.nodes.renewer();
+            return Self::Batched {
+                _watch: renewer.watch(shared, plan, live),
+            };
+        }
         let count = Live::new(live);
-        Self(tokio::spawn(run(Arc::downgrade(shared), plan, count)))
+        Self::Task(tokio::spawn(run(Arc::downgrade(shared), plan, count)))
     }
 
-    /// Aborts the task and waits until it is gone.
+    /// Stops the watchdog: no renewal is sent after this returns (one already sent may
+    /// still land; the owner check on every node makes that harmless).
     pub(crate) async fn stop(mut self) {
-        self.0.abort();
-        // Cancelled is the expected outcome; a panic inside it would already be reported.
-        let _ = (&mut self.0).await;
+        if let Self::Task(task) = &mut self {
+            task.abort();
+            // Cancelled is the expected outcome; a panic inside it would already be
+            // reported.
+            let _ = task.await;
+        }
     }
 }
 
 impl Drop for WatchdogTask {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Self::Task(task) = self {
+            task.abort();
+        }
     }
 }
 
-/// One running watchdog, counted until its task's future is dropped (ended or aborted).
-struct Live(Arc<AtomicUsize>);
+/// One running watchdog, counted until its task's future is dropped (ended or aborted)
+/// or its lease leaves the renewer.
+#[derive(Debug)]
+pub(crate) struct Live(Arc<AtomicUsize>);
 
 impl Live {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(count: &Arc<AtomicUsize>) -> Self {
         count.fetch_add(1, Ordering::SeqCst);
         observe::gauge("redfence_watchdogs_active", 1.0);
         Self(Arc::clone(count))
@@ -122,6 +150,9 @@ async fn run(shared: Weak<Lease>, plan: Schedule, _live: Live) {
         if now < next {
             continue;
         }
+        s.nodes
+            .counters()
+            .renewal_sent(now.saturating_duration_since(next));
         let span = OpSpan::tick(&s.resource);
         let extension = span
             .token(s.token.get())
@@ -152,12 +183,12 @@ async fn run(shared: Weak<Lease>, plan: Schedule, _live: Live) {
     }
 }
 
-fn give_up_at(s: &Lease, margin: Duration) -> Instant {
+pub(crate) fn give_up_at(s: &Lease, margin: Duration) -> Instant {
     let deadline = s.deadline();
     deadline.checked_sub(margin).unwrap_or(deadline)
 }
 
-fn unreachable(errors: Vec<NodeError>) -> LossReason {
+pub(crate) fn unreachable(errors: Vec<NodeError>) -> LossReason {
     if errors.is_empty() {
         LossReason::ValidityElapsed
     } else {

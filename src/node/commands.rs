@@ -11,9 +11,9 @@ use super::{Node, Request};
 use crate::clock;
 use crate::error::{NodeError, NodeErrorKind, Step};
 use crate::scripts::{
-    COMMIT, ELECT_EXTEND, ELECT_LOG, ELECT_PROCLAIM, ELECT_READ, ELECT_RELEASE, EXTEND, GRANT_ALL,
-    GRANT_SLOT, Hold, INSPECT, Keys, LEADERSHIPS_KEPT, RELEASE, RW_EXTEND_READER, RW_READ,
-    RW_RELEASE_READER, RW_WRITE, RwKeys,
+    COMMIT, ELECT_EXTEND, ELECT_LOG, ELECT_PROCLAIM, ELECT_READ, ELECT_RELEASE, EXTEND,
+    EXTEND_MANY, GRANT_ALL, GRANT_SLOT, Hold, INSPECT, Keys, LEADERSHIPS_KEPT, RELEASE,
+    RW_EXTEND_READER, RW_READ, RW_RELEASE_READER, RW_WRITE, RwKeys,
 };
 
 /// Whether a release is announced to waiters on the resource's release channel.
@@ -475,6 +475,47 @@ impl Node {
             }
             other => Err(self.bad_reply(Step::Extend, &other)),
         }
+    }
+
+    /// [`extend`](Self::extend) for several leases in one script call, each judged on
+    /// its own: one answer per lease, in order. Only leases held as plain keys
+    /// ([`Hold::Key`]: a lock, a slot, a writer, a set) are extended this way.
+    pub(crate) async fn extend_many(
+        self: &Arc<Self>,
+        leases: &[(Arc<Keys>, Arc<str>, u64)],
+    ) -> Result<Vec<Renewal>, NodeError> {
+        let keys: Vec<&str> = leases
+            .iter()
+            .flat_map(|(k, _, _)| k.locks().map(|l| l.lock.as_str()))
+            .collect();
+        let request = evalsha(&EXTEND_MANY, &keys, |c| {
+            c.arg(leases.len());
+            for (k, owner, ttl_ms) in leases {
+                c.arg(&**owner).arg(*ttl_ms).arg(k.locks().count());
+            }
+        });
+        let v = self.call(Step::Extend, request).await?;
+        let Value::Array(answers) = &v else {
+            return Err(self.bad_reply(Step::Extend, &v));
+        };
+        if answers.len() != leases.len() {
+            return Err(self.bad_reply(Step::Extend, &v));
+        }
+        let renewal = |(a, (k, _, _)): (&Value, &(Arc<Keys>, Arc<str>, u64))| match a {
+            Value::Int(1) => Some(Renewal::Renewed),
+            Value::Int(i) if *i < 0 && i.unsigned_abs() <= k.locks().count() as u64 => {
+                Some(Renewal::NotOurs {
+                    part: usize::try_from(i.unsigned_abs() - 1).unwrap_or(0),
+                })
+            }
+            _ => None,
+        };
+        answers
+            .iter()
+            .zip(leases)
+            .map(renewal)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| self.bad_reply(Step::Extend, &v))
     }
 
     /// Deletes the lock where it is `owner`'s. [`Announce::Waiters`] publishes the release for

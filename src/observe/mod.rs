@@ -87,6 +87,7 @@ pub(crate) struct Counters {
     wait_time: Histogram,
     /// renewed, `not_owner`, unreachable, `timed_out`.
     extensions: [AtomicU64; 4],
+    renewal_lateness: Histogram,
     /// released, `not_held`, failed.
     releases: [AtomicU64; 3],
     /// `not_owner`, `quorum_unreachable`, `validity_elapsed`, `max_hold_reached`.
@@ -136,6 +137,14 @@ impl Counters {
             metrics::counter!("redfence_extensions_total", "outcome" => outcome).increment(1);
         }
         let _ = outcome;
+    }
+
+    /// A watchdog sent a renewal `late` after its schedule (zero when early).
+    pub(crate) fn renewal_sent(&self, late: Duration) {
+        self.renewal_lateness.record(late);
+        metric! {
+            metrics::histogram!("redfence_renewal_lateness_seconds").record(late.as_secs_f64());
+        }
     }
 
     /// A release round ended.
@@ -201,6 +210,7 @@ impl Counters {
                 failed: n(w_failed),
             },
             wait_time: self.wait_time.snapshot(),
+            renewal_lateness: self.renewal_lateness.snapshot(),
             extensions: Extensions {
                 renewed: n(renewed),
                 not_owner: n(not_owner),
@@ -451,6 +461,37 @@ span_kinds! {
 }
 
 impl OpSpan {
+    /// One round of the batched watchdog, renewing `leases` leases.
+    pub(crate) fn renew(leases: usize) -> Self {
+        let _ = leases;
+        Self {
+            #[cfg(feature = "tracing")]
+            span: tracing::debug_span!(
+                target: "redfence",
+                "renew_batch",
+                leases,
+                renewed = tracing::field::Empty,
+                unreachable = tracing::field::Empty,
+                not_owner = tracing::field::Empty,
+                granted = tracing::field::Empty,
+                refused = tracing::field::Empty,
+                failed = tracing::field::Empty,
+                answers = tracing::field::Empty,
+            ),
+        }
+    }
+
+    /// A batched round's leases by outcome.
+    pub(crate) fn batch_outcome(&self, renewed: usize, unreachable: usize, not_owner: usize) {
+        #[cfg(feature = "tracing")]
+        {
+            self.span.record("renewed", renewed);
+            self.span.record("unreachable", unreachable);
+            self.span.record("not_owner", not_owner);
+        }
+        let _ = (renewed, unreachable, not_owner);
+    }
+
     /// Runs `f` inside the span.
     pub(crate) fn run<F: Future>(&self, f: F) -> impl Future<Output = F::Output> + use<F> {
         #[cfg(feature = "tracing")]

@@ -38,8 +38,13 @@ pub struct Stats {
     pub waits: Waits,
     /// How long each wait took, whatever its outcome.
     pub wait_time: Latency,
-    /// Extension rounds (the watchdog's and `extend`'s), by outcome.
+    /// Extension rounds (the watchdog's and `extend`'s), by outcome; a batched round
+    /// counts once per lease it carried.
     pub extensions: Extensions,
+    /// How late each watchdog renewal was sent after its schedule (`extend_interval`
+    /// after the last one): zero when on time or early (batched renewals go up to 50 ms
+    /// early, to share a call).
+    pub renewal_lateness: Latency,
     /// Release rounds, by outcome.
     pub releases: Releases,
     /// Held leases lost, by reason.

@@ -14,6 +14,9 @@ pub(crate) static COMMIT: LazyLock<Script> =
 /// Compare-and-`PEXPIRE`.
 pub(crate) static EXTEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("extend.lua")));
+/// [`EXTEND`] for many leases at once, each judged on its own (the batched watchdog).
+pub(crate) static EXTEND_MANY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("extend_many.lua")));
 /// Compare-and-`DEL`.
 pub(crate) static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("release.lua")));
