@@ -9,11 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cap::Cap;
 use futures::StreamExt;
 use futures::future::join_all;
 use redfence::testkit::Cluster;
 use redfence::{AcquireOptions, Client};
 use redis::aio::MultiplexedConnection;
+
+/// Counts live heap bytes, for scenario 7's memory per held lock.
+#[global_allocator]
+static HEAP: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
 
 const TTL: Duration = Duration::from_secs(10);
 /// Permits of the semaphore in scenario 8.
@@ -670,7 +675,7 @@ async fn held_locks(cluster: &Cluster, n: usize, batched: bool, hold: Duration) 
         .build()
         .unwrap();
     let opts = AcquireOptions::new().watchdog(true);
-    let rss0 = rss_kib();
+    let (rss0, heap0) = (rss_kib(), HEAP.allocated());
     let mut guards = Vec::with_capacity(n);
     for batch in 0..n.div_ceil(256) {
         let got = join_all((batch * 256..((batch + 1) * 256).min(n)).map(|i| {
@@ -692,7 +697,7 @@ async fn held_locks(cluster: &Cluster, n: usize, batched: bool, hold: Duration) 
         servers_cpu() - servers0,
         t0.elapsed(),
     );
-    let rss1 = rss_kib();
+    let (rss1, heap1) = (rss_kib(), HEAP.allocated());
     let stats = c.stats();
     let lost = guards
         .iter()
@@ -721,10 +726,11 @@ async fn held_locks(cluster: &Cluster, n: usize, batched: bool, hold: Duration) 
         acquire_us: None,
         extra: format!(
             "{held} held {:.0} s, {lost} lost; client CPU {:.1}% of a core, servers {:.1}%; \
-             RSS +{:.0} B per lock; latest renewal {:.1} ms after schedule",
+             heap +{:.0} B per lock (RSS +{:.0} B); latest renewal {:.1} ms after schedule",
             wall.as_secs_f64(),
             pct(cpu_used),
             pct(servers_used),
+            heap1.saturating_sub(heap0) as f64 / held.max(1) as f64,
             rss1.saturating_sub(rss0) as f64 * 1024.0 / held.max(1) as f64,
             stats
                 .renewal_lateness

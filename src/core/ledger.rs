@@ -23,11 +23,11 @@ pub(crate) struct ReleaseLedger {
     /// Set once the owner's keys must go: the attempt failed or was cancelled, or its
     /// guard was released or dropped.
     ended: AtomicBool,
-    /// Per node: [`UNANSWERED`], [`KEPT`] or [`DELETED`].
+    /// Per node: [`UNANSWERED`], [`KEPT`] or [`DELETED`] (the [`OUTCOME`] bits), and
+    /// [`REPEATED`] once the grant was sent a second time, on a new connection, so the
+    /// owner's release may have come before it and deleting proves nothing. (One byte
+    /// per node, one allocation: a client may hold a hundred thousand of these.)
     outcome: Box<[AtomicU8]>,
-    /// Per node: the grant was sent a second time, on a new connection, so the owner's
-    /// release may have come before it and deleting proves nothing.
-    repeated: Box<[AtomicBool]>,
     /// Tasks waiting in [`deleted`](Self::deleted); releases notify only when there are
     /// some (the common case has none, and a notification takes a lock).
     waiting: AtomicUsize,
@@ -39,13 +39,14 @@ pub(crate) struct ReleaseLedger {
 const UNANSWERED: u8 = 0;
 const KEPT: u8 = 1;
 const DELETED: u8 = 2;
+const OUTCOME: u8 = 3;
+const REPEATED: u8 = 4;
 
 impl ReleaseLedger {
     pub(crate) fn new(n: usize, limit: Duration) -> Self {
         Self {
             ended: AtomicBool::new(false),
             outcome: (0..n).map(|_| AtomicU8::new(UNANSWERED)).collect(),
-            repeated: (0..n).map(|_| AtomicBool::new(false)).collect(),
             waiting: AtomicUsize::new(0),
             answered: Notify::new(),
             limit,
@@ -83,7 +84,10 @@ impl ReleaseLedger {
             return;
         };
         // A deletion stands: a later release (a retry) finding nothing is expected.
-        slot.fetch_max(if deleted { DELETED } else { KEPT }, Ordering::SeqCst);
+        let outcome = if deleted { DELETED } else { KEPT };
+        let _ = slot.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+            Some((s & REPEATED) | (s & OUTCOME).max(outcome))
+        });
         // Either a waiter counted itself before this store and is woken here, or it reads
         // the outcome after counting itself (both sides are SeqCst).
         if self.waiting.load(Ordering::SeqCst) > 0 {
@@ -93,8 +97,8 @@ impl ReleaseLedger {
 
     /// The grant on node `i` is about to be sent again, on a new connection.
     pub(crate) fn repeated(&self, i: usize) {
-        if let Some(r) = self.repeated.get(i) {
-            r.store(true, Ordering::SeqCst);
+        if let Some(slot) = self.outcome.get(i) {
+            slot.fetch_or(REPEATED, Ordering::SeqCst);
         }
     }
 
@@ -105,11 +109,7 @@ impl ReleaseLedger {
         let Some(slot) = self.outcome.get(i) else {
             return false;
         };
-        if self
-            .repeated
-            .get(i)
-            .is_some_and(|r| r.load(Ordering::SeqCst))
-        {
+        if slot.load(Ordering::SeqCst) & REPEATED != 0 {
             return false;
         }
         // Counted in for as long as this waits, cancellation included.
@@ -120,7 +120,7 @@ impl ReleaseLedger {
                 tokio::pin!(notified);
                 // Registered before the outcome is read, so no notification falls between.
                 notified.as_mut().enable();
-                match slot.load(Ordering::SeqCst) {
+                match slot.load(Ordering::SeqCst) & OUTCOME {
                     UNANSWERED => notified.await,
                     outcome => return outcome == DELETED,
                 }

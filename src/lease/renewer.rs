@@ -62,7 +62,9 @@ struct Queue {
 #[derive(Debug)]
 struct Entry {
     lease: Weak<Lease>,
-    schedule: Schedule,
+    /// The schedule's intervals (its maximum hold is `cap`).
+    interval: Duration,
+    retry: Duration,
     /// When the next renewal is due.
     next: Instant,
     /// When the maximum hold is reached.
@@ -72,7 +74,9 @@ struct Entry {
     /// A round carrying this lease is under way.
     in_flight: bool,
     /// Causes of the rounds that failed since the last success.
-    failures: Vec<NodeError>,
+    /// (Boxed: most entries never fail, and every byte here counts a hundred thousand
+    /// times on a client holding that many locks.)
+    failures: Option<Box<[NodeError]>>,
     _live: Live,
 }
 
@@ -123,12 +127,13 @@ impl Renewer {
             id,
             Entry {
                 lease: Arc::downgrade(lease),
-                schedule: plan,
+                interval: plan.interval,
+                retry: plan.retry,
                 next,
                 cap,
                 wake,
                 in_flight: false,
-                failures: Vec::new(),
+                failures: None,
                 _live: Live::new(live),
             },
         );
@@ -311,7 +316,8 @@ impl Queue {
                 continue;
             }
             if now >= give_up {
-                lease.publish_lost(unreachable(std::mem::take(&mut e.failures)));
+                let failures = e.failures.take().map(Vec::from).unwrap_or_default();
+                lease.publish_lost(unreachable(failures));
                 self.entries.remove(&id);
                 continue;
             }
@@ -344,12 +350,12 @@ impl Queue {
         e.in_flight = false;
         match outcome {
             ExtendOutcome::Renewed => {
-                e.failures.clear();
-                e.next = start + e.schedule.interval;
+                e.failures = None;
+                e.next = start + e.interval;
             }
             ExtendOutcome::Unreachable | ExtendOutcome::TimedOut => {
-                e.failures = errors.to_vec();
-                e.next = now + e.schedule.retry;
+                e.failures = Some(errors.into());
+                e.next = now + e.retry;
             }
             ExtendOutcome::NotOwner => {
                 // Published lost: the lease is done.
