@@ -6,8 +6,9 @@
 //! after a failed round, given up `loss_margin` before its deadline, stopped at its
 //! maximum hold) and is judged on its own: its own owner check on every node, its own
 //! tally, its own validity, its own loss. What leases share is the call that carries
-//! them. A tick takes every lease due within [`WINDOW`] of it, so that leases whose
-//! schedules are close share a call; a lease is renewed up to `WINDOW` early, never later
+//! them. A tick takes every lease due within [`WINDOW`] of it (or a quarter of its
+//! interval, if less), so that leases whose schedules are close share a call; a lease is
+//! renewed up to that early, never later
 //! than its schedule (beyond the timer's own lateness).
 //!
 //! Why a loss is still reported before the deadline: the give-up point of each lease is a
@@ -109,35 +110,8 @@ impl Renewer {
         plan: Schedule,
         live: &Arc<AtomicUsize>,
     ) -> Registration {
-        let acquired_at = lease.acquired_at;
-        let next = acquired_at
-            .checked_add(plan.interval)
-            .unwrap_or(acquired_at);
-        let cap = plan.max_hold.and_then(|m| acquired_at.checked_add(m));
-        let give_up = give_up_at(lease, loss_margin(lease.ttl));
-        let wake = [Some(next), Some(give_up), cap]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(next);
         let mut q = self.lock();
-        let id = q.next_id;
-        q.next_id += 1;
-        q.entries.insert(
-            id,
-            Entry {
-                lease: Arc::downgrade(lease),
-                interval: plan.interval,
-                retry: plan.retry,
-                next,
-                cap,
-                wake,
-                in_flight: false,
-                failures: None,
-                _live: Live::new(live),
-            },
-        );
-        q.timers.insert((wake, id));
+        let id = q.add(lease, plan, live);
         if !q.running {
             q.running = true;
             tokio::spawn(Arc::clone(self).run());
@@ -285,6 +259,39 @@ impl Drop for Running {
 }
 
 impl Queue {
+    /// Adds `lease` on `plan`; returns its id.
+    fn add(&mut self, lease: &Arc<Lease>, plan: Schedule, live: &Arc<AtomicUsize>) -> u64 {
+        let acquired_at = lease.acquired_at;
+        let next = acquired_at
+            .checked_add(plan.interval)
+            .unwrap_or(acquired_at);
+        let cap = plan.max_hold.and_then(|m| acquired_at.checked_add(m));
+        let give_up = give_up_at(lease, loss_margin(lease.ttl));
+        let wake = [Some(next), Some(give_up), cap]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.insert(
+            id,
+            Entry {
+                lease: Arc::downgrade(lease),
+                interval: plan.interval,
+                retry: plan.retry,
+                next,
+                cap,
+                wake,
+                in_flight: false,
+                failures: None,
+                _live: Live::new(live),
+            },
+        );
+        self.timers.insert((wake, id));
+        id
+    }
+
     /// Handles every timer due by `now` (and every renewal due within [`WINDOW`]):
     /// publishes the losses due, and returns the leases to renew now, marked in flight.
     fn tick(&mut self, now: Instant) -> Vec<(u64, Arc<Lease>)> {
@@ -321,7 +328,9 @@ impl Queue {
                 self.entries.remove(&id);
                 continue;
             }
-            if !e.in_flight && e.next <= now + WINDOW {
+            // Early by a quarter of the interval at most, so that a short interval is not
+            // turned into back-to-back renewals.
+            if !e.in_flight && e.next <= now + WINDOW.min(e.interval / 4) {
                 lease
                     .nodes
                     .counters()
@@ -385,5 +394,111 @@ impl Entry {
             .flatten()
             .min()
             .unwrap_or(give_up)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Nodes, ReleaseLedger};
+    use crate::fence::FencingToken;
+    use crate::lease::{LeaseParts, LockState};
+    use crate::scripts::Keys;
+
+    /// A lease over no nodes, acquired at `at` with `ttl` and a deadline `valid` later.
+    fn lease(at: Instant, ttl: Duration, valid: Duration) -> Arc<Lease> {
+        Arc::new(Lease::new(LeaseParts {
+            nodes: Nodes::new(Vec::new(), 0.01),
+            resource: "r".into(),
+            keys: Arc::new(Keys::new("test", "r")),
+            owner: "owner".into(),
+            token: FencingToken::new(1),
+            rest_tokens: Box::default(),
+            ttl,
+            acquired_at: at,
+            deadline: at + valid,
+            ledger: Arc::new(ReleaseLedger::new(0, Duration::from_secs(1))),
+        }))
+    }
+
+    fn plan(interval: Duration) -> Schedule {
+        Schedule {
+            interval,
+            retry: Duration::from_millis(10),
+            max_hold: None,
+            batched: true,
+        }
+    }
+
+    fn ids(due: &[(u64, Arc<Lease>)]) -> Vec<u64> {
+        due.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// A lease is taken when due (a quarter of its interval early at most), once while
+    /// its round is under way, and again on its schedule after the round lands.
+    #[test]
+    fn a_tick_takes_a_lease_when_due_and_once_per_round() {
+        let t0 = clock::now();
+        let live = Arc::default();
+        let mut q = Queue::default();
+        let l = lease(t0, Duration::from_secs(10), Duration::from_secs(9));
+        let id = q.add(&l, plan(Duration::from_millis(100)), &live);
+        let ms = |m| t0 + Duration::from_millis(m);
+        assert!(q.tick(ms(0)).is_empty());
+        assert!(q.tick(ms(74)).is_empty(), "more than a quarter early");
+        assert_eq!(ids(&q.tick(ms(76))), [id]);
+        assert!(q.tick(ms(120)).is_empty(), "its round is under way");
+        q.landed(id, ExtendOutcome::Renewed, ms(76), ms(80), &[]);
+        assert!(q.tick(ms(150)).is_empty());
+        assert_eq!(
+            ids(&q.tick(ms(176))),
+            [id],
+            "next at the round's start + interval"
+        );
+        assert_eq!(live.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    /// A give-up point within the window, not yet reached, ends the tick (it once spun)
+    /// and publishes nothing; reached, it publishes the loss with the last round's
+    /// failures, and the lease leaves the queue.
+    #[test]
+    fn a_give_up_point_publishes_the_loss_once_reached() {
+        let t0 = clock::now();
+        let live = Arc::default();
+        let mut q = Queue::default();
+        // TTL 1 s: margin 20 ms; deadline 40 ms after acquisition: give-up at 20 ms.
+        let l = lease(t0, Duration::from_secs(1), Duration::from_millis(40));
+        let id = q.add(&l, plan(Duration::from_millis(10)), &live);
+        let ms = |m| t0 + Duration::from_millis(m);
+        assert_eq!(ids(&q.tick(ms(10))), [id]);
+        q.landed(id, ExtendOutcome::Unreachable, ms(10), ms(12), &[]);
+        let _ = q.tick(ms(15));
+        assert!(matches!(l.state.with(Clone::clone), LockState::Held { .. }));
+        let _ = q.tick(ms(20));
+        assert!(
+            l.state.with(|s| matches!(
+                s,
+                LockState::Lost {
+                    reason: LossReason::ValidityElapsed,
+                    ..
+                }
+            )),
+            "{:?}",
+            l.state.with(Clone::clone)
+        );
+        assert!(q.entries.is_empty() && q.timers.is_empty());
+    }
+
+    /// A lease lost by a refusal leaves the queue with its timer.
+    #[test]
+    fn a_refused_lease_leaves_the_queue() {
+        let t0 = clock::now();
+        let live = Arc::default();
+        let mut q = Queue::default();
+        let l = lease(t0, Duration::from_secs(10), Duration::from_secs(9));
+        let id = q.add(&l, plan(Duration::from_millis(100)), &live);
+        assert_eq!(ids(&q.tick(t0 + Duration::from_millis(100))), [id]);
+        q.landed(id, ExtendOutcome::NotOwner, t0, t0, &[]);
+        assert!(q.entries.is_empty() && q.timers.is_empty());
     }
 }
