@@ -322,3 +322,68 @@ async fn bad_input_and_a_dead_majority() {
         );
     }
 }
+
+/// A follower whose read spans a whole change of leaders is still shown both: its read
+/// reaches node 0 at once and node 2 only 300 ms later (node 1 is cut off from it), while
+/// leader A publishes on nodes 0 and 1 only (node 2 cut off from A) and resigns, and B
+/// wins and publishes everywhere. Node 0, read early, has neither; node 2, read late, has
+/// B's term only. Without the confirming read the follower was shown B and never A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_read_spanning_a_change_of_leaders_misses_nothing() {
+    use redfence::testkit::Fault;
+
+    let cluster = cluster(3);
+    let slow = cluster.proxies().unwrap();
+    slow.set(1, Fault::BlackHole).unwrap();
+    slow.set(2, Fault::Latency(Duration::from_millis(150)))
+        .unwrap();
+    let follower_client = slow
+        .client_builder()
+        .node_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let no_two = cluster.proxies().unwrap();
+    no_two.set(2, Fault::BlackHole).unwrap();
+    let a_client = no_two
+        .client_builder()
+        .node_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let b_client = client(&cluster).build().unwrap();
+    let name = "spanned";
+    let mut follower = follower_client
+        .election(name)
+        .unwrap()
+        .follow(Duration::from_millis(10))
+        .await
+        .unwrap();
+    let shown = tokio::spawn(async move {
+        let mut shown = Vec::new();
+        while shown.len() < 10 {
+            let change = tokio::time::timeout(Duration::from_secs(20), follower.next())
+                .await
+                .expect("the follower stalled")
+                .unwrap();
+            shown.push(change.term.get());
+        }
+        shown
+    });
+    let (ea, eb) = (
+        a_client.election(name).unwrap(),
+        b_client.election(name).unwrap(),
+    );
+    let mut issued = Vec::new();
+    for _ in 0..5 {
+        // One change of leaders every ~450 ms: a read takes about 300 ms, so many a read
+        // starts before A's publication and reaches node 2 after B's.
+        let a = ea.campaign("a").await.unwrap();
+        issued.push(a.term().get());
+        a.resign().await.unwrap();
+        let b = eb.campaign("b").await.unwrap();
+        issued.push(b.term().get());
+        b.resign().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(450)).await;
+    }
+    let shown = shown.await.unwrap();
+    assert_eq!(shown, issued, "shown {shown:?}, issued {issued:?}");
+}

@@ -8,9 +8,17 @@
 //!   leadership is in the log of a majority of nodes before its campaign returns.
 //! - A follower reads the logs of a majority and takes the union: two majorities share a
 //!   node, so every leadership whose campaign has returned by the time the read starts is
-//!   in it. A later leadership cannot be won before an earlier one's lease is over, which
-//!   is after its campaign returned, so the union never shows a term while missing an
-//!   earlier leadership.
+//!   in it.
+//! - A read is not one instant, though: it may read one node before a term T is logged
+//!   there and another after a later term X is. So a term is handed out only once a read
+//!   that *started after* the read that first showed it has come back (the terms up to
+//!   the first read's highest are then confirmed). Why that is enough: X was logged, so X
+//!   was won, so T's lease had ended on a majority, which is after T's deadline (keys
+//!   outlive the deadline by the drift allowance); T's campaign returned only if its
+//!   publication was decided on a majority before that deadline (the publication round's
+//!   limit), so T was in the logs of a majority before the confirming read started, and
+//!   that read's majority shares a node with them. (Found by the chaos run: a follower,
+//!   reading through a slow link to one node, was shown X and never T.)
 //! - Each node keeps the last [`LEADERSHIPS_KEPT`] leaderships. A follower that falls further
 //!   behind is told: the next change it reads says [`LeaderChange::gap_before`].
 //!
@@ -62,6 +70,9 @@ pub struct Follower {
     read_now: bool,
     /// A read found that leaderships may have been dropped: the next change says so.
     gap: bool,
+    /// Terms the last read showed, not yet confirmed by a read started after it (see the
+    /// module's argument).
+    unconfirmed: BTreeMap<u64, String>,
 }
 
 impl std::fmt::Debug for Follower {
@@ -109,6 +120,7 @@ impl Election {
             pending: VecDeque::new(),
             read_now: false,
             gap: false,
+            unconfirmed: BTreeMap::new(),
         };
         follower.changes.mark();
         let (mut log, _) = self.read_log(0).await?;
@@ -212,13 +224,26 @@ impl Follower {
             self.read_now = false;
             let (log, gap) = read?;
             self.gap |= gap;
+            // This read started after the last one came back: it confirms every term up
+            // to the last one's highest. What it shows beyond waits for the next read,
+            // made at once.
+            let confirmed_upto = self.unconfirmed.keys().next_back().copied();
+            let mut union = std::mem::take(&mut self.unconfirmed);
             for (term, value) in log {
+                union.entry(term).or_insert(value);
+            }
+            self.unconfirmed = match confirmed_upto {
+                Some(upto) => union.split_off(&(upto + 1)),
+                None => std::mem::take(&mut union),
+            };
+            for (term, value) in union {
                 self.pending.push_back(LeaderChange {
                     term: FencingToken::new(term),
                     value,
                     gap_before: std::mem::take(&mut self.gap),
                 });
             }
+            self.read_now = !self.unconfirmed.is_empty();
         }
     }
 
