@@ -9,16 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cap::Cap;
+mod support;
+
 use futures::StreamExt;
 use futures::future::join_all;
 use redfence::testkit::Cluster;
 use redfence::{AcquireOptions, Client};
 use redis::aio::MultiplexedConnection;
-
-/// Counts live heap bytes, for scenario 7's memory per held lock.
-#[global_allocator]
-static HEAP: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
+use support::cpu_of;
 
 const TTL: Duration = Duration::from_secs(10);
 /// Permits of the semaphore in scenario 8.
@@ -56,22 +54,6 @@ struct Row {
     /// The acquire's own p50 and p99 (µs), where the scenario times it apart.
     acquire_us: Option<(f64, f64)>,
     extra: String,
-}
-
-/// CPU time (user + system) of a process, from /proc (Linux; zero elsewhere).
-fn cpu_of(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat_cpu(&stat)
-}
-
-/// utime + stime of a `/proc/*/stat` line, in clock ticks of 10 ms. After the command
-/// name come the state (field 3), then numbers, some of which may be negative (tpgid is
-/// -1 without a terminal): utime and stime are fields 14 and 15, 11 and 12 after it.
-fn stat_cpu(stat: &str) -> Duration {
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((field(11) + field(12)) * 10)
 }
 
 // ---------------------------------------------------------------- contenders
@@ -650,98 +632,6 @@ async fn wan(
     rows
 }
 
-/// `n` locks held by watchdogs (TTL 10 s) on one client for `hold`: the client's and the
-/// servers' CPU per wall second, memory per lock, renewals per second, the latest a
-/// renewal was sent after its schedule, and losses. `batched`: the client's one renewal
-/// task (the default) or a task per lock.
-async fn held_locks(cluster: &Cluster, n: usize, batched: bool, hold: Duration) -> Row {
-    fn rss_kib() -> u64 {
-        let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        s.lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    }
-    let servers_cpu = || -> Duration {
-        (0..cluster.len())
-            .filter_map(|i| cluster.pid(i))
-            .map(|p| cpu_of(&p.to_string()))
-            .sum()
-    };
-    let c = cluster
-        .client_builder()
-        .ttl(TTL)
-        .batch_renewals(batched)
-        .build()
-        .unwrap();
-    let opts = AcquireOptions::new().watchdog(true);
-    let (rss0, heap0) = (rss_kib(), HEAP.allocated());
-    let mut guards = Vec::with_capacity(n);
-    for batch in 0..n.div_ceil(256) {
-        let got = join_all((batch * 256..((batch + 1) * 256).min(n)).map(|i| {
-            let (c, opts) = (c.clone(), opts.clone());
-            async move {
-                c.try_acquire_with(&format!("held-{batched}-{i}"), opts)
-                    .await
-            }
-        }))
-        .await;
-        guards.extend(got.into_iter().filter_map(|g| g.ok().flatten()));
-    }
-    let held = guards.len();
-    let renewed0 = c.stats().extensions.renewed;
-    let (cpu0, servers0, t0) = (cpu_of("self"), servers_cpu(), Instant::now());
-    tokio::time::sleep(hold).await;
-    let (cpu_used, servers_used, wall) = (
-        cpu_of("self") - cpu0,
-        servers_cpu() - servers0,
-        t0.elapsed(),
-    );
-    let (rss1, heap1) = (rss_kib(), HEAP.allocated());
-    let stats = c.stats();
-    let lost = guards
-        .iter()
-        .filter(|g| !matches!(*g.state().borrow(), redfence::LockState::Held { .. }))
-        .count();
-    let mut left = guards;
-    while !left.is_empty() {
-        let rest = left.split_off(left.len().min(256));
-        join_all(left.into_iter().map(|g| g.release())).await;
-        left = rest;
-    }
-    c.shutdown(Duration::from_secs(5)).await;
-    let pct = |d: Duration| 100.0 * d.as_secs_f64() / wall.as_secs_f64();
-    let k = if n >= 1000 {
-        format!("{}k", n / 1000)
-    } else {
-        n.to_string()
-    };
-    let scenario: &'static str = Box::leak(format!("7 held {k} locks").into_boxed_str());
-    Row {
-        scenario,
-        contender: if batched { "redfence" } else { "per-lock task" },
-        p50_us: f64::NAN,
-        p99_us: f64::NAN,
-        ops_per_s: (stats.extensions.renewed - renewed0) as f64 / wall.as_secs_f64(),
-        acquire_us: None,
-        extra: format!(
-            "{held} held {:.0} s, {lost} lost; client CPU {:.1}% of a core, servers {:.1}%; \
-             heap +{:.0} B per lock (RSS +{:.0} B); latest renewal {:.1} ms after schedule",
-            wall.as_secs_f64(),
-            pct(cpu_used),
-            pct(servers_used),
-            heap1.saturating_sub(heap0) as f64 / held.max(1) as f64,
-            rss1.saturating_sub(rss0) as f64 * 1024.0 / held.max(1) as f64,
-            stats
-                .renewal_lateness
-                .max()
-                .unwrap_or_default()
-                .as_secs_f64()
-                * 1000.0
-        ),
-    }
-}
-
 // ---------------------------------------------------------------- report
 
 fn print(rows: &[Row], json: bool) {
@@ -826,13 +716,6 @@ fn main() {
         .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_default();
     let run = |n: u32| only.is_empty() || only.contains(&n);
-    // `--hold SECS`: how long scenario 7 holds its locks (default 60 s, 10 s quick).
-    let hold: Option<Duration> = args
-        .iter()
-        .position(|a| a == "--hold")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs);
     let (rounds, per_round) = if quick { (5, 100) } else { (20, 250) };
     let window = if quick {
         Duration::from_secs(1)
@@ -916,41 +799,6 @@ fn main() {
             for (uncontended_name, contended_name, delays) in WAN_PROFILES {
                 eprintln!("9: {uncontended_name}");
                 rows.extend(wan(&cluster, uncontended_name, contended_name, delays, quick).await);
-            }
-        }
-        if run(7) {
-            let hold = hold.unwrap_or(if quick {
-                Duration::from_secs(10)
-            } else {
-                Duration::from_secs(60)
-            });
-            for (n, batched) in [
-                (1_000, true),
-                (10_000, false),
-                (10_000, true),
-                (100_000, true),
-            ] {
-                eprintln!("7: {n} held locks, batched renewal {batched}");
-                rows.push(held_locks(&cluster, n, batched, hold).await);
-            }
-            let cpu = |r: &Row| -> Option<f64> {
-                let (_, rest) = r.extra.split_once("client CPU ")?;
-                rest.split('%').next()?.parse().ok()
-            };
-            let per_lock = rows
-                .iter()
-                .find(|r| r.scenario == "7 held 10k locks" && r.contender == "per-lock task");
-            let batched = rows
-                .iter()
-                .position(|r| r.scenario == "7 held 10k locks" && r.contender == "redfence");
-            if let (Some(p), Some(b)) = (per_lock.and_then(cpu), batched)
-                && let Some(mine) = cpu(&rows[b])
-            {
-                rows[b].extra = format!(
-                    "{}; client CPU {:.2}x the per-lock task's",
-                    rows[b].extra,
-                    mine / p
-                );
             }
         }
         print(&rows, json);
