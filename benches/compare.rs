@@ -728,7 +728,15 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let cluster = Cluster::start(5).expect("the benchmarks need redis-server");
-        let cs = contenders(&cluster, true).await;
+        let mut cs = contenders(&cluster, true).await;
+        // `--contender NAME`: only that one (for profiling it alone).
+        if let Some(name) = args
+            .iter()
+            .position(|a| a == "--contender")
+            .and_then(|i| args.get(i + 1))
+        {
+            cs.retain(|c| c.name() == name);
+        }
         let mut rows = Vec::new();
         let budget = if quick {
             Duration::from_secs(1)

@@ -399,7 +399,7 @@ impl<'a> Waiter<'a> {
         Self {
             lock,
             side,
-            id: uuid::Uuid::new_v4().simple().to_string().into(),
+            id: crate::lease::grant::owner_id(),
             marked: Arc::default(),
             won: AtomicBool::new(false),
         }
