@@ -9,7 +9,8 @@
 //! scenarios of `compare.rs`.
 //!
 //! `--quick` holds 10 s instead of 60; `--hold SECS` sets it (300 for the five-minute
-//! run); `--json` adds one JSON object per line.
+//! run); `--locks N` runs only the batched configuration with N locks; `--json` adds one
+//! JSON object per line.
 
 mod support;
 
@@ -132,6 +133,11 @@ fn main() {
             Duration::from_secs(if quick { 10 } else { 60 }),
             Duration::from_secs,
         );
+    let locks: Option<usize> = args
+        .iter()
+        .position(|a| a == "--locks")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -139,12 +145,16 @@ fn main() {
     let rows = runtime.block_on(async {
         let cluster = Cluster::start(5).expect("the benchmarks need redis-server");
         let mut rows = Vec::new();
-        for (n, batched) in [
-            (1_000, true),
-            (10_000, false),
-            (10_000, true),
-            (100_000, true),
-        ] {
+        let configurations = match locks {
+            Some(n) => vec![(n, true)],
+            None => vec![
+                (1_000, true),
+                (10_000, false),
+                (10_000, true),
+                (100_000, true),
+            ],
+        };
+        for (n, batched) in configurations {
             eprintln!("7: {n} held locks, batched renewal {batched}");
             rows.push(held_locks(&cluster, n, batched, hold).await);
         }
