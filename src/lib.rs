@@ -51,7 +51,9 @@ pub use interface::{
 pub use lease::LockState;
 pub use mutex::{AcquireOptions, LockGuard, MAX_RESOURCE_LEN};
 pub use observe::Stats;
-pub use ops::{LockStatus, NodeCheck, NodeLock, NodeView, NodeWarning};
+pub use ops::{
+    LockStatus, NodeCheck, NodeLock, NodeReaders, NodeView, NodeWarning, ReadersView, RwLockStatus,
+};
 pub use rwlock::{ReadGuard, RwLock, WriteGuard};
 pub use semaphore::{MAX_PERMITS, Permit, Semaphore};
 pub use set::{MAX_SET, SetGuard};

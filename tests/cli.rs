@@ -28,6 +28,54 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A long-running `redfence` (`--watch`, `--follow`) whose stdout is read line by line;
+/// killed when this value goes, on a failed assertion too.
+struct Watching {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watching {
+    fn start(c: &Cluster, args: &[&str]) -> Self {
+        use std::io::BufRead;
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_redfence"))
+            .env("REDFENCE_NODES", nodes(c))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next line, within 10 s.
+    fn next(&self, what: &str) -> String {
+        match self.lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => line,
+            Err(e) => panic!("no line for {what}: {e}"),
+        }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A file in a fresh directory that is removed with this value.
 struct Scratch {
     dir: PathBuf,
@@ -671,27 +719,8 @@ async fn elect_runs_while_leading_and_leader_shows_it() {
 /// election's announcements: its poll is 30 s), however brief each one is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_follow_prints_every_leadership() {
-    use std::io::BufRead;
-
     let c = cluster(3);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_redfence"))
-        .env("REDFENCE_NODES", nodes(&c))
-        .args(["leader", "--follow", "--poll", "30s", "brief"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let follow = Watching::start(&c, &["leader", "--follow", "--poll", "30s", "brief"]);
     // The follower is in place once its first read is done: give it a moment, then
     // make sure it did not miss the first leadership anyway (it would print it).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -707,18 +736,10 @@ async fn leader_follow_prints_every_leadership() {
         expected.push(format!("term {} value {value:?}", l.term()));
         l.resign().await.unwrap();
     }
-    let mut shown = Vec::new();
-    while shown.len() < expected.len() {
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) => shown.push(line),
-            Err(e) => {
-                let _ = child.kill();
-                panic!("--follow printed {shown:?}, then nothing: {e}");
-            }
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let shown: Vec<String> = expected
+        .iter()
+        .map(|e| follow.next(&format!("leadership {e}")))
+        .collect();
     assert_eq!(shown, expected);
 }
 
@@ -809,37 +830,14 @@ async fn break_releases_a_dead_owners_lock() {
 /// does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_watch_prints_each_change_of_hands() {
-    use std::io::BufRead;
-
     let c = cluster(3);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_redfence"))
-        .env("REDFENCE_NODES", nodes(&c))
-        .args(["status", "--watch", "--poll", "20ms", "watched"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let next = |what: &str| match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(line) => line,
-        Err(e) => panic!("no line for {what}: {e}"),
-    };
-    assert!(next("the start").contains("not held"));
+    let watch = Watching::start(&c, &["status", "--watch", "--poll", "20ms", "watched"]);
+    assert!(watch.next("the start").contains("not held"));
     let client = c.client_builder().build().unwrap();
     let mut tokens = Vec::new();
     for _ in 0..2 {
         let g = client.acquire("watched").await.unwrap();
-        let line = next("a holder");
+        let line = watch.next("a holder");
         assert!(
             line.contains(&format!("newest token {}", g.token())) && line.contains("on 3 of 3"),
             "{line}"
@@ -848,10 +846,119 @@ async fn status_watch_prints_each_change_of_hands() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         tokens.push(g.token());
         g.release().await.unwrap();
-        assert!(next("the release").contains("not held"));
+        assert!(watch.next("the release").contains("not held"));
     }
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(tokens[0] < tokens[1]);
-    assert!(rx.try_recv().is_err(), "a line without a change");
+    assert!(watch.lines.try_recv().is_err(), "a line without a change");
+}
+
+/// `status --permits K` shows each permit of a semaphore and `status --rw` the writer,
+/// readers and waiting writer of a reader-writer lock, as text and as JSON; `--watch`
+/// follows a semaphore; bad counts and both flags at once are usage errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_semaphores_and_rwlocks() {
+    let c = cluster(3);
+    let client = c.client_builder().build().unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = redfence(&nodes(&c), args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+
+    let sem = client.semaphore("crawl", 3).unwrap();
+    let watch = Watching::start(
+        &c,
+        &[
+            "status",
+            "--watch",
+            "--poll",
+            "20ms",
+            "--permits",
+            "3",
+            "crawl",
+        ],
+    );
+    let line = watch.next("the start");
+    assert!(line.ends_with("s 0 of 3 permits held"), "{line}");
+    let p = sem.try_acquire().await.unwrap().unwrap();
+    let q = sem.try_acquire().await.unwrap().unwrap();
+    client.shutdown(Duration::from_secs(5)).await;
+    let mut line = watch.next("a holder");
+    if line.contains("1 of 3") {
+        line = watch.next("the second holder");
+    }
+    for permit in [&p, &q] {
+        let shown = format!("#{} ", permit.slot());
+        let token = format!("(token {})", permit.token());
+        assert!(line.contains(&shown) && line.contains(&token), "{line}");
+    }
+    assert!(line.contains("2 of 3 permits held"), "{line}");
+    drop(watch);
+
+    let o = redfence(&nodes(&c), &["status", "--permits", "3", "crawl"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        out.starts_with("semaphore \"crawl\" on 3 nodes (quorum 2): 2 of 3 permits held"),
+        "{out}"
+    );
+    let row = format!("\n{:<5} ", p.slot());
+    assert!(out.contains(&row), "{out}");
+    let v = json(&["status", "--permits", "3", "crawl", "--json"]);
+    assert_eq!(v["semaphore"], "crawl");
+    assert_eq!(v["permits"], 3);
+    assert_eq!(v["held"], 2);
+    let slots = v["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 3);
+    for permit in [&p, &q] {
+        let slot = &slots[permit.slot()];
+        assert_eq!(slot["lock"], permit.resource());
+        assert_eq!(slot["token"], permit.token().get());
+        assert_eq!(slot["on"], 3, "{slot}");
+        assert!(slot["left_ms"].as_u64().unwrap() > 0, "{slot}");
+    }
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 3, "{v}");
+    p.release().await.unwrap();
+    q.release().await.unwrap();
+
+    let lock = client.rwlock("doc").unwrap();
+    let readers = [
+        lock.try_read().await.unwrap().unwrap(),
+        lock.try_read().await.unwrap().unwrap(),
+    ];
+    client.shutdown(Duration::from_secs(5)).await;
+    let o = redfence(&nodes(&c), &["status", "--rw", "doc"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.starts_with("rwlock \"doc\" on 3 nodes (quorum 2): read by 2"),
+        "{out}"
+    );
+    assert_eq!(out.matches("\nreader ").count(), 2, "{out}");
+    let v = json(&["status", "--rw", "doc", "--json"]);
+    assert_eq!(v["readers"].as_array().unwrap().len(), 2, "{v}");
+    assert!(v["writer"]["holder"].is_null(), "{v}");
+    assert!(v["waiting_writer"].is_null(), "{v}");
+    for node in v["reader_nodes"].as_array().unwrap() {
+        assert_eq!(node["readers"].as_array().unwrap().len(), 2, "{node}");
+    }
+    for r in readers {
+        r.release().await.unwrap();
+    }
+    let w = lock.try_write().await.unwrap().unwrap();
+    client.shutdown(Duration::from_secs(5)).await;
+    let v = json(&["status", "--rw", "doc", "--json"]);
+    assert!(v["writer"]["holder"].is_string(), "{v}");
+    assert_eq!(v["writer"]["token"], w.token().get());
+    assert!(v["readers"].as_array().unwrap().is_empty(), "{v}");
+    w.release().await.unwrap();
+
+    for (args, named) in [
+        (&["status", "--permits", "0", "crawl"][..], "0"),
+        (&["status", "--permits", "2", "--rw", "crawl"][..], "--rw"),
+    ] {
+        let o = redfence(&nodes(&c), args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let e = stderr(&o);
+        assert!(e.contains(named) && e.lines().count() == 1, "{args:?}: {e}");
+    }
 }

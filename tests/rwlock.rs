@@ -424,3 +424,63 @@ async fn a_readers_watchdog_reports_its_loss() {
     );
     assert!(!r.release().await.unwrap(), "it had been lost");
 }
+
+/// `RwLock::inspect` shows the readers on a quorum, a waiting writer's marker, then the
+/// writer with its token; a dead node is reported per node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_shows_readers_a_waiting_writer_and_the_writer() {
+    let cluster = cluster(3);
+    let (a, b) = (
+        client(&cluster).build().unwrap(),
+        client(&cluster).build().unwrap(),
+    );
+    let (la, lb) = (
+        a.rwlock("looked-at").unwrap(),
+        b.rwlock("looked-at").unwrap(),
+    );
+    let s = la.inspect().await;
+    assert!(!s.is_held() && s.waiting_writer.is_none(), "{s:?}");
+    assert_eq!(s.writer.resource, "looked-at");
+    let r1 = la.try_read().await.unwrap().unwrap();
+    let r2 = lb.try_read().await.unwrap().unwrap();
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+    let s = la.inspect().await;
+    assert_eq!(s.readers.len(), 2, "{s:?}");
+    assert!(s.writer.holder.is_none() && s.is_held());
+    for v in &s.nodes {
+        let node = v.state.as_ref().unwrap();
+        assert_eq!(node.readers.len(), 2, "{v:?}");
+        assert!(node.readers.iter().all(|(_, left)| *left > Duration::ZERO));
+    }
+
+    let writer = tokio::spawn({
+        let lb = lb.clone();
+        async move { lb.write().await }
+    });
+    let waiting = wait_for("the waiting writer's marker", async || {
+        la.inspect().await.waiting_writer
+    })
+    .await;
+    assert!(!writer.is_finished());
+    assert!(r1.release().await.unwrap());
+    assert!(r2.release().await.unwrap());
+    let w = writer.await.unwrap().unwrap();
+    b.shutdown(Duration::from_secs(5)).await;
+    cluster.kill(0).unwrap();
+    let s = la.inspect().await;
+    assert!(s.readers.is_empty(), "{s:?}");
+    assert_eq!(
+        s.waiting_writer, None,
+        "a writer that won withdrew its marker"
+    );
+    let holder = s.writer.holder.as_ref().expect("the writer on a quorum");
+    assert_ne!(
+        holder, &waiting,
+        "the marker is the wait's id, not the lease's owner"
+    );
+    assert_eq!(s.writer.newest_token(), Some(w.token().get()));
+    assert!(s.writer.nodes[0].state.is_err() && s.nodes[0].state.is_err());
+    assert!(s.nodes[1..].iter().all(|v| v.state.is_ok()));
+    w.release().await.unwrap();
+}

@@ -368,3 +368,55 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// `Semaphore::inspect` shows each permit's holder and newest token, named as the permit
+/// is, and a dead node per node without losing the others' view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_shows_each_permit() {
+    let cluster = cluster(3);
+    let (a, b) = (
+        client(&cluster).build().unwrap(),
+        client(&cluster).build().unwrap(),
+    );
+    let sem = a.semaphore("looked-at", 3).unwrap();
+    let free = sem.inspect().await;
+    assert_eq!(free.len(), 3);
+    assert!(
+        free.iter()
+            .all(|s| !s.is_held() && s.newest_token().is_none())
+    );
+    let p = sem.try_acquire().await.unwrap().unwrap();
+    let q = b
+        .semaphore("looked-at", 3)
+        .unwrap()
+        .try_acquire()
+        .await
+        .unwrap()
+        .unwrap();
+    // Every node's grant is in before looking (a grant may land after the decision).
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+    cluster.kill(2).unwrap();
+    let slots = sem.inspect().await;
+    for (slot, s) in slots.iter().enumerate() {
+        assert_eq!(s.resource, format!("looked-at#{slot}"));
+        assert_eq!(s.quorum, 2);
+        assert!(s.nodes[2].state.is_err(), "{s:?}");
+        assert!(s.nodes[..2].iter().all(|v| v.state.is_ok()), "{s:?}");
+    }
+    for permit in [&p, &q] {
+        let s = &slots[permit.slot()];
+        assert_eq!(s.resource, permit.resource());
+        assert!(s.is_held(), "{s:?}");
+        assert_eq!(s.newest_token(), Some(permit.token().get()));
+    }
+    assert_ne!(slots[p.slot()].holder, slots[q.slot()].holder);
+    assert_eq!(slots.iter().filter(|s| s.is_held()).count(), 2);
+    let (slot, token) = (p.slot(), p.token().get());
+    p.release().await.unwrap();
+    let slots = sem.inspect().await;
+    assert!(!slots[slot].is_held());
+    // The counter stays: the slot's newest token is still told.
+    assert_eq!(slots[slot].newest_token(), Some(token));
+    assert!(slots[q.slot()].is_held());
+}

@@ -13,7 +13,7 @@ use crate::error::{NodeError, NodeErrorKind, Step};
 use crate::scripts::{
     COMMIT, ELECT_EXTEND, ELECT_LOG, ELECT_PROCLAIM, ELECT_READ, ELECT_RELEASE, EXTEND,
     EXTEND_MANY, GRANT_ALL, GRANT_SLOT, Hold, INSPECT, Keys, LEADERSHIPS_KEPT, RELEASE,
-    RW_EXTEND_READER, RW_READ, RW_RELEASE_READER, RW_WRITE, RwKeys,
+    RW_EXTEND_READER, RW_READ, RW_READERS, RW_RELEASE_READER, RW_WRITE, RwKeys,
 };
 
 /// Whether a release is announced to waiters on the resource's release channel.
@@ -595,6 +595,32 @@ impl Node {
             _ => None,
         };
         Ok((owner, pttl, counter))
+    }
+
+    /// A reader-writer lock's live readers (`keys.lock` is its reader set) and the lease
+    /// each has left in milliseconds, in id order, without changing anything.
+    pub(crate) async fn readers(
+        self: &Arc<Self>,
+        keys: &Keys,
+    ) -> Result<Vec<(String, u64)>, NodeError> {
+        let step = Step::Inspect;
+        let v = self
+            .call(step, evalsha(&RW_READERS, &[&keys.lock], |_| {}))
+            .await?;
+        let Value::Array(items) = &v else {
+            return Err(self.bad_reply(step, &v));
+        };
+        let mut readers = Vec::with_capacity(items.len() / 2);
+        for pair in items.chunks(2) {
+            match pair {
+                [Value::BulkString(id), Value::Int(ms)] => readers.push((
+                    String::from_utf8_lossy(id).into_owned(),
+                    u64::try_from(*ms).map_err(|_| self.bad_reply(step, &v))?,
+                )),
+                _ => return Err(self.bad_reply(step, &v)),
+            }
+        }
+        Ok(readers)
     }
 
     /// `CONFIG GET` of the named settings, as (name, value) pairs.

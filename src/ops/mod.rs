@@ -9,4 +9,4 @@ mod list;
 mod status;
 
 pub use checks::{NodeCheck, NodeWarning};
-pub use status::{LockStatus, NodeLock, NodeView};
+pub use status::{LockStatus, NodeLock, NodeReaders, NodeView, ReadersView, RwLockStatus};

@@ -51,6 +51,7 @@ use crate::lease::grant::{self, Granted, Won};
 use crate::lease::wait::{self, Waiting};
 use crate::mutex::{AcquireOptions, AcquirePlan, LockGuard, check_resource, wraps_guard};
 use crate::node::Announce;
+use crate::ops::RwLockStatus;
 use crate::scripts::RwKeys;
 
 /// A reader-writer lock over the client's nodes: many [`ReadGuard`]s or one
@@ -111,6 +112,30 @@ impl RwLock {
     /// The lock's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Every node's view of the lock, without changing anything; for operators and
+    /// dashboards, not for deciding who may write: the writer on a quorum (with the
+    /// newest writer token), the readers live on a quorum, and a writer waiting on a
+    /// quorum (whose marker keeps new readers out). Unreachable nodes are reported per
+    /// node.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
+    /// let status = client.rwlock("catalog")?.inspect().await;
+    /// match &status.writer.holder {
+    ///     Some(w) => println!("written by {w}"),
+    ///     None => println!("{} readers", status.readers.len()),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn inspect(&self) -> RwLockStatus {
+        self.client.inspect_rw(&self.name, &self.keys).await
     }
 
     /// One attempt to read, on all nodes at once: `Ok(None)` when a writer holds or

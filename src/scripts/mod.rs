@@ -63,6 +63,9 @@ pub const LEADERSHIPS_KEPT: usize = 64;
 /// Read-only: owner, remaining TTL and counter of one resource.
 pub(crate) static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("inspect.lua")));
+/// Read-only: a reader-writer lock's live readers, with the lease each has left.
+pub(crate) static RW_READERS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("rw_readers.lua")));
 /// The storage side: store a value only when its fencing token is not older than the
 /// newest one seen.
 pub(crate) static FENCED_WRITE: LazyLock<Script> =

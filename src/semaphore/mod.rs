@@ -30,6 +30,7 @@
 
 use std::sync::Arc;
 
+use futures::future::join_all;
 use rand::RngExt;
 
 use crate::client::{Client, Watchdog};
@@ -37,6 +38,7 @@ use crate::error::{ConfigError, Error};
 use crate::lease::grant::{self, Granted, Won};
 use crate::lease::wait::{self, Waiting};
 use crate::mutex::{AcquireOptions, AcquirePlan, LockGuard, check_resource, wraps_guard};
+use crate::ops::LockStatus;
 use crate::scripts::Keys;
 
 /// Most permits a semaphore may have. Each grant reads the slots in turn on every node
@@ -117,6 +119,32 @@ impl Semaphore {
     /// How many holders it admits at once.
     pub fn permits(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Every node's view of every permit, without changing anything; for operators and
+    /// dashboards, not for deciding who may write. One [`LockStatus`] per slot, in slot
+    /// order, named `NAME#SLOT` as [`Permit::resource`] is: its holder on a quorum, and
+    /// its fence counter (the slot's newest token). Unreachable nodes are reported per
+    /// node.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
+    /// let crawlers = client.semaphore("crawlers", 4)?;
+    /// let held = crawlers.inspect().await.iter().filter(|s| s.is_held()).count();
+    /// println!("{held} of {} permits held", crawlers.permits());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn inspect(&self) -> Vec<LockStatus> {
+        join_all(self.slots.iter().enumerate().map(|(slot, keys)| {
+            let name = format!("{}#{slot}", self.name);
+            async move { self.client.inspect_keys(&name, keys).await }
+        }))
+        .await
     }
 
     /// One attempt to take a permit, on all nodes at once.

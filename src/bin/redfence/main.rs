@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use redfence::{AcquireOptions, Client, Error};
+use redfence::{AcquireOptions, Error};
 
 mod demo;
 mod elect;
 mod ops;
 mod run;
+mod status;
 mod style;
 
 /// Exit statuses, as documented in `--help`.
@@ -60,7 +61,7 @@ enum Command {
     #[command(
         after_help = "Example:\n  redfence status --nodes redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 jobs"
     )]
-    Status(StatusArgs),
+    Status(status::StatusArgs),
     /// List the locks held now on a majority (name, holder, newest token, lease left),
     /// read with SCAN in batches.
     #[command(
@@ -91,24 +92,6 @@ pub(crate) struct NodesArg {
     /// Node URLs, comma-separated (or REDFENCE_NODES).
     #[arg(long, env = "REDFENCE_NODES", value_delimiter = ',', required = true)]
     pub(crate) nodes: Vec<String>,
-}
-
-#[derive(Args)]
-struct StatusArgs {
-    #[command(flatten)]
-    nodes: NodesArg,
-    /// Keep looking, and print a line each time the lock changes hands (holder, token,
-    /// nodes holding it), until interrupted.
-    #[arg(long)]
-    watch: bool,
-    /// With --watch, how often to look.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
-    poll: Duration,
-    /// One JSON object (with --watch, one per change) instead of the table.
-    #[arg(long)]
-    json: bool,
-    /// The lock name.
-    name: String,
 }
 
 /// `10s`, `500ms`, `2m`, `1h`, or a number of seconds.
@@ -207,7 +190,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args).await,
-            Command::Status(args) => status(args).await,
+            Command::Status(args) => status::status(args).await,
             Command::Demo(args) => demo::demo(args).await,
             Command::Elect(args) => elect::elect(args).await,
             Command::Leader(args) => elect::leader(args).await,
@@ -215,170 +198,6 @@ fn main() -> ExitCode {
             Command::Break(args) => ops::break_lock(args).await,
         }
     })
-}
-
-async fn status(args: StatusArgs) -> ExitCode {
-    let client = match Client::builder().nodes(args.nodes.nodes).build() {
-        Ok(c) => c,
-        Err(e) => return fail(exit::USAGE, Chain(&e)),
-    };
-    if args.watch {
-        return watch_status(&client, &args.name, args.poll, args.json).await;
-    }
-    let status = match client.inspect(&args.name).await {
-        Ok(s) => s,
-        Err(e) => return fail(exit::USAGE, Chain(&e)),
-    };
-    // The settings that break a promise, and the nodes whose settings could not be read
-    // (an unreachable node is reported with its state already).
-    let mut warnings = Vec::new();
-    let mut notes = Vec::new();
-    for check in client.check_nodes().await {
-        warnings.extend(
-            check
-                .warnings
-                .iter()
-                .map(|w| (check.node.clone(), w.to_string())),
-        );
-        let up = status
-            .nodes
-            .iter()
-            .any(|v| v.node == check.node && v.state.is_ok());
-        for e in check.unreadable.iter().filter(|_| up) {
-            notes.push((check.node.clone(), e.to_string()));
-        }
-    }
-    if args.json {
-        println!("{}", status_json(&status, &warnings));
-        return ExitCode::SUCCESS;
-    }
-    let paint = style::Paint::stdout();
-    let short = |o: &str| o.chars().take(8).collect::<String>();
-    let verdict = match (&status.holder, status.newest_token()) {
-        (Some(h), Some(t)) => format!("held by {} (newest token {t})", short(h)),
-        (Some(h), None) => format!("held by {}", short(h)),
-        (None, _) => "not held by a quorum".to_owned(),
-    };
-    println!(
-        "lock {:?} on {} nodes (quorum {}): {}",
-        status.resource,
-        status.nodes.len(),
-        status.quorum,
-        paint.bold(&verdict)
-    );
-    println!(
-        "{:<22} {:<12} {:<9} {:>8} {:>10}",
-        "NODE", "STATE", "OWNER", "TTL", "FENCE"
-    );
-    for v in &status.nodes {
-        match &v.state {
-            Ok(l) => println!(
-                "{:<22} {} {:<9} {:>8} {:>10}",
-                v.node,
-                paint.good(&format!("{:<12}", "up")),
-                l.owner.as_deref().map_or("-".into(), short),
-                l.ttl
-                    .map_or("-".into(), |t| format!("{:.1}s", t.as_secs_f64())),
-                l.fence.map_or("-".into(), |f| f.to_string()),
-            ),
-            Err(e) => println!(
-                "{:<22} {} {e}",
-                v.node,
-                paint.bad(&format!("{:<12}", "unreachable"))
-            ),
-        }
-    }
-    for (node, w) in &warnings {
-        println!("{} node {node}: {w}", paint.warn("warning:"));
-    }
-    for (node, e) in &notes {
-        println!("note: node {node}: settings not readable: {e}");
-    }
-    ExitCode::SUCCESS
-}
-
-/// `status --json`: the lock, its holder on a majority, each node's view, the warnings.
-fn status_json(status: &redfence::LockStatus, warnings: &[(String, String)]) -> String {
-    use ops::json;
-    let or_null = |v: Option<String>| v.unwrap_or_else(|| "null".into());
-    let nodes: Vec<String> = status
-        .nodes
-        .iter()
-        .map(|v| match &v.state {
-            Ok(l) => format!(
-                "{{\"node\":{},\"up\":true,\"owner\":{},\"ttl_ms\":{},\"fence\":{}}}",
-                json(&v.node),
-                or_null(l.owner.as_deref().map(json)),
-                or_null(l.ttl.map(|t| t.as_millis().to_string())),
-                or_null(l.fence.map(|f| f.to_string())),
-            ),
-            Err(e) => format!(
-                "{{\"node\":{},\"up\":false,\"error\":{}}}",
-                json(&v.node),
-                json(&e.to_string())
-            ),
-        })
-        .collect();
-    let warnings: Vec<String> = warnings
-        .iter()
-        .map(|(node, w)| format!("{{\"node\":{},\"warning\":{}}}", json(node), json(w)))
-        .collect();
-    format!(
-        "{{\"lock\":{},\"quorum\":{},\"holder\":{},\"token\":{},\"nodes\":[{}],\"warnings\":[{}]}}",
-        json(&status.resource),
-        status.quorum,
-        or_null(status.holder.as_deref().map(json)),
-        or_null(status.newest_token().map(|t| t.to_string())),
-        nodes.join(","),
-        warnings.join(","),
-    )
-}
-
-/// `status --watch`: one line per change of hands, read every `poll`: the time, the
-/// holder on a majority (or none), the newest token, and on how many nodes it is held.
-async fn watch_status(client: &Client, name: &str, poll: Duration, as_json: bool) -> ExitCode {
-    let mut last = None;
-    let started = std::time::Instant::now();
-    loop {
-        let status = match client.inspect(name).await {
-            Ok(s) => s,
-            Err(e) => return fail(exit::USAGE, Chain(&e)),
-        };
-        let holder = status.holder.clone();
-        let on = status
-            .nodes
-            .iter()
-            .filter(|v| {
-                v.state
-                    .as_ref()
-                    .is_ok_and(|l| l.owner.is_some() && l.owner == holder)
-            })
-            .count();
-        let now = (holder, status.newest_token());
-        if last.as_ref() != Some(&now) {
-            let at = started.elapsed().as_secs_f64();
-            let token = now.1.map_or("null".into(), |t| t.to_string());
-            match &now {
-                _ if as_json => println!(
-                    "{{\"at_s\":{at:.3},\"holder\":{},\"token\":{token},\"on\":{on},\"nodes\":{}}}",
-                    now.0.as_deref().map_or("null".into(), ops::json),
-                    status.nodes.len()
-                ),
-                (Some(h), token) => println!(
-                    "{at:>8.3}s held by {} (newest token {}) on {on} of {} nodes",
-                    h.chars().take(8).collect::<String>(),
-                    token.map_or("-".into(), |t| t.to_string()),
-                    status.nodes.len()
-                ),
-                (None, token) => println!(
-                    "{at:>8.3}s not held by a quorum (newest token {})",
-                    token.map_or("-".into(), |t| t.to_string())
-                ),
-            }
-            last = Some(now);
-        }
-        tokio::time::sleep(poll).await;
-    }
 }
 
 /// Options shared by acquisitions of the tool.

@@ -41,7 +41,7 @@ fn client(nodes: NodesArg) -> Result<Client, ExitCode> {
 }
 
 /// The holder's remaining lease on a majority: the quorum-th longest among its nodes.
-fn lease_left(s: &LockStatus) -> Option<std::time::Duration> {
+pub(crate) fn lease_left(s: &LockStatus) -> Option<std::time::Duration> {
     let holder = s.holder.as_deref()?;
     let mut ttls: Vec<_> = s
         .nodes
