@@ -224,19 +224,7 @@ impl Follower {
             self.read_now = false;
             let (log, gap) = read?;
             self.gap |= gap;
-            // This read started after the last one came back: it confirms every term up
-            // to the last one's highest. What it shows beyond waits for the next read,
-            // made at once.
-            let confirmed_upto = self.unconfirmed.keys().next_back().copied();
-            let mut union = std::mem::take(&mut self.unconfirmed);
-            for (term, value) in log {
-                union.entry(term).or_insert(value);
-            }
-            self.unconfirmed = match confirmed_upto {
-                Some(upto) => union.split_off(&(upto + 1)),
-                None => std::mem::take(&mut union),
-            };
-            for (term, value) in union {
+            for (term, value) in confirmed(&mut self.unconfirmed, log) {
                 self.pending.push_back(LeaderChange {
                     term: FencingToken::new(term),
                     value,
@@ -251,4 +239,27 @@ impl Follower {
     pub fn election(&self) -> &Election {
         &self.election
     }
+}
+
+/// What a follower hands out after a read that came back with `log` (the terms above
+/// the last one handed out), given the terms the last read showed and did not confirm
+/// (`unconfirmed`): this read started after that one came back, so it confirms every
+/// term up to the last read's highest (the module's argument); those are returned, in
+/// term order. What it shows beyond stays in `unconfirmed`, for the next read, made at
+/// once. The election model (`src/models/election.rs`) runs this with a follower reading
+/// node by node.
+pub(crate) fn confirmed<V>(
+    unconfirmed: &mut BTreeMap<u64, V>,
+    log: BTreeMap<u64, V>,
+) -> BTreeMap<u64, V> {
+    let confirmed_upto = unconfirmed.keys().next_back().copied();
+    let mut union = std::mem::take(unconfirmed);
+    for (term, value) in log {
+        union.entry(term).or_insert(value);
+    }
+    *unconfirmed = match confirmed_upto {
+        Some(upto) => union.split_off(&(upto + 1)),
+        None => std::mem::take(&mut union),
+    };
+    union
 }

@@ -42,7 +42,7 @@ use crate::mutex::{AcquireOptions, AcquirePlan, LockGuard, check_resource, wraps
 use crate::observe::OpSpan;
 use crate::scripts::Keys;
 
-mod follow;
+pub(crate) mod follow;
 
 pub use follow::{Follower, LeaderChange};
 

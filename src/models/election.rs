@@ -16,6 +16,12 @@
 //!   through its watchdog (here at once); a candidate still campaigning does not, and
 //!   carries on with its next delivery.
 //!
+//! - **Follower** (optional, [`Election::follow`](crate::Election::follow)): reads the
+//!   logs of a majority *node by node* (each node's log as it is when that node answers,
+//!   other deliveries in between), then hands out what the library's own
+//!   [`confirmed`](crate::election::follow::confirmed) returns for that read: a term only
+//!   once a read started after the one that first showed it has come back.
+//!
 //! Deliveries are atomic and in any order. Lost replies, late calls, crashes and time
 //! are the mutex model's business: leading is holding that lock.
 //!
@@ -24,14 +30,18 @@
 //! which is what [`Election::leader`](crate::Election::leader) reports, names a
 //! candidate holding the lock on that majority, with its own term); every leadership is
 //! in the log of a majority before its campaign returns (so a follower's majority read
-//! sees it). Mutations: a release that leaves the record, a publication without the
-//! owner check, and a campaign that returns at the first publication.
+//! sees it); a follower is shown every leadership whose campaign returned, in term
+//! order. Mutations: a release that leaves the record, a publication without the owner
+//! check, a campaign that returns at the first publication, and a follower that hands
+//! out whatever one read shows (no confirming read: the race the chaos run found).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use stateright::{Model, Property};
 
 use crate::core::quorum::{self, Decision, Tally, TokenPlan, Vote, commit_decided};
+use crate::election::follow::confirmed;
 
 /// Which safety step a mutated model leaves out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +53,8 @@ pub(super) enum Mutation {
     PublishWithoutOwnerCheck,
     /// The campaign returns once one node has the publication.
     ReturnAtFirstPublication,
+    /// The follower hands out every term a read shows, without a confirming read.
+    FollowerTrustsOneRead,
 }
 
 #[derive(Debug, Clone)]
@@ -51,7 +63,27 @@ pub(super) struct ElectionModel {
     pub(super) candidates: usize,
     /// Campaigns per candidate.
     pub(super) attempts: u8,
+    /// Reads the follower makes (0: no follower).
+    pub(super) follower_reads: u8,
     pub(super) mutation: Mutation,
+}
+
+/// A follower of the election's log, reading node by node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct Follower {
+    /// Reads started.
+    reads: u8,
+    /// The read under way: the nodes read so far (a bit each) and the terms above
+    /// `after` their logs hold (a bit each).
+    reading: Option<(u8, u32)>,
+    /// The last term handed out.
+    after: u8,
+    /// Terms shown by the last read and not yet confirmed (a bit each).
+    unconfirmed: u32,
+    /// Terms handed out (a ghost, a bit each).
+    shown: u32,
+    /// A term was handed out while an earlier leadership was not (a ghost).
+    missed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,6 +119,7 @@ pub(super) struct State {
     term_went_back: bool,
     /// A campaign won the lock but could not publish, and stepped down (a ghost).
     abandoned: bool,
+    follower: Follower,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,6 +130,8 @@ pub(super) enum Action {
     Publish(u8, u8),
     Resign(u8),
     Expire(u8),
+    FollowerReads,
+    FollowerReadsNode(u8),
 }
 
 fn name(c: u8) -> char {
@@ -112,6 +147,8 @@ impl fmt::Debug for Action {
             Action::Publish(c, i) => write!(f, "{}'s publication runs on n{i}", name(c)),
             Action::Resign(c) => write!(f, "{} resigns", name(c)),
             Action::Expire(c) => write!(f, "{}'s lease runs out (paused)", name(c)),
+            Action::FollowerReads => write!(f, "the follower starts a read"),
+            Action::FollowerReadsNode(i) => write!(f, "the follower's read of n{i} comes back"),
         }
     }
 }
@@ -134,6 +171,23 @@ impl fmt::Debug for State {
                 Phase::Committing(t, ..) => write!(f, "| {c} committing {t} ")?,
                 Phase::Publishing(t, _) => write!(f, "| {c} publishing {t} ")?,
                 Phase::Leading(t) => write!(f, "| {c} LEADS in term {t} ")?,
+            }
+        }
+        let fw = &self.follower;
+        if fw.reads > 0 {
+            let terms =
+                |bits: u32| -> Vec<u32> { (0..32).filter(|t| bits & (1 << t) != 0).collect() };
+            write!(f, "| follower shown {:?}", terms(fw.shown))?;
+            if fw.unconfirmed != 0 {
+                write!(f, ", to confirm {:?}", terms(fw.unconfirmed))?;
+            }
+            if let Some((read, seen)) = fw.reading {
+                write!(
+                    f,
+                    ", reading (has n{:?}: {:?})",
+                    terms(u32::from(read)),
+                    terms(seen)
+                )?;
             }
         }
         Ok(())
@@ -187,6 +241,54 @@ impl ElectionModel {
     }
 }
 
+impl ElectionModel {
+    /// The follower's read of node `i` comes back; at a majority, the read is done and
+    /// what it confirms is handed out.
+    fn follower_reads(&self, s: &mut State, i: u8) {
+        let Some((read, seen)) = s.follower.reading else {
+            return;
+        };
+        let above = !(2u32 << s.follower.after).wrapping_sub(1);
+        let (read, seen) = (
+            read | (1 << i),
+            seen | (s.nodes[usize::from(i)].log & above),
+        );
+        if (read.count_ones() as usize) < quorum::quorum(self.nodes) {
+            s.follower.reading = Some((read, seen));
+            return;
+        }
+        let fw = &mut s.follower;
+        fw.reading = None;
+        let map = |bits: u32| -> BTreeMap<u64, ()> {
+            (0..32u32)
+                .filter(|t| bits & (1 << t) != 0)
+                .map(|t| (u64::from(t), ()))
+                .collect()
+        };
+        let mut unconfirmed = map(fw.unconfirmed);
+        let handed = if self.mutation == Mutation::FollowerTrustsOneRead {
+            let mut all = std::mem::take(&mut unconfirmed);
+            all.extend(map(seen));
+            all
+        } else {
+            confirmed(&mut unconfirmed, map(seen))
+        };
+        fw.unconfirmed = unconfirmed.keys().fold(0, |m, &t| m | (1 << t));
+        for &term in handed.keys() {
+            let term = u8::try_from(term).unwrap_or(u8::MAX);
+            // Every returned campaign's term between the last one handed out and this
+            // one should have been handed out first.
+            let upto = (2u32 << term.saturating_sub(1)).wrapping_sub(1);
+            let between = upto & !(2u32 << fw.after).wrapping_sub(1);
+            if term <= fw.after || s.won & between != 0 {
+                fw.missed = true;
+            }
+            fw.shown |= 1 << term;
+            fw.after = term;
+        }
+    }
+}
+
 fn tally<T>(answers: &[Option<T>], yes: impl Fn(&T) -> bool, n: usize) -> Tally {
     let mut t = Tally::new(n);
     for a in answers.iter().flatten() {
@@ -213,6 +315,7 @@ impl Model for ElectionModel {
             last_term: 0,
             term_went_back: false,
             abandoned: false,
+            follower: Follower::default(),
         }]
     }
 
@@ -250,6 +353,15 @@ impl Model for ElectionModel {
             if holds && !matches!(phase, Phase::Idle | Phase::Granting(_)) {
                 actions.push(Action::Expire(c));
             }
+        }
+        match s.follower.reading {
+            None if s.follower.reads < self.follower_reads => actions.push(Action::FollowerReads),
+            None => {}
+            Some((read, _)) => actions.extend(
+                (0..self.nodes)
+                    .filter(|i| read & (1 << i) == 0)
+                    .map(|i| Action::FollowerReadsNode(u8::try_from(i).unwrap_or(0))),
+            ),
         }
     }
 
@@ -355,12 +467,17 @@ impl Model for ElectionModel {
                     s.candidates[usize::from(c)].0 = Phase::Idle;
                 }
             }
+            Action::FollowerReads => {
+                s.follower.reads += 1;
+                s.follower.reading = Some((0, 0));
+            }
+            Action::FollowerReadsNode(i) => self.follower_reads(&mut s, i),
         }
         Some(s)
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
-        vec![
+        let mut properties = vec![
             Property::always("one leader at a time", |_: &Self, s: &State| {
                 s.candidates
                     .iter()
@@ -401,7 +518,18 @@ impl Model for ElectionModel {
                 s.won.count_ones() >= 2
             }),
             Property::sometimes("a campaign abandoned", |_: &Self, s: &State| s.abandoned),
-        ]
+        ];
+        if self.follower_reads > 0 {
+            properties.push(Property::always(
+                "a follower is shown every leadership, in term order",
+                |_: &Self, s: &State| !s.follower.missed,
+            ));
+            properties.push(Property::sometimes(
+                "a follower shown two leaderships",
+                |_: &Self, s: &State| s.follower.shown.count_ones() >= 2,
+            ));
+        }
+        properties
     }
 }
 
@@ -415,6 +543,7 @@ mod tests {
             nodes,
             candidates,
             attempts: 2,
+            follower_reads: 0,
             mutation,
         }
     }
@@ -431,6 +560,32 @@ mod tests {
         let mut m = model(5, 2, Mutation::None);
         m.attempts = 1;
         assert_safe(m, usize::MAX);
+    }
+
+    /// Two leaderships (one campaign each) and a follower making three reads, each read
+    /// node by node among every other delivery.
+    fn followed(mutation: Mutation) -> ElectionModel {
+        let mut m = model(3, 2, mutation);
+        m.attempts = 1;
+        m.follower_reads = 3;
+        m
+    }
+
+    #[test]
+    #[ignore = "model check: scripts/models.sh runs it in release"]
+    fn a_follower_reading_node_by_node_is_shown_every_leadership() {
+        assert_safe(followed(Mutation::None), usize::MAX);
+    }
+
+    #[test]
+    #[ignore = "model check: scripts/models.sh runs it in release"]
+    fn a_follower_that_trusts_one_read_is_caught() {
+        assert_caught(
+            followed(Mutation::FollowerTrustsOneRead),
+            usize::MAX,
+            Clone::clone,
+            "a follower is shown every leadership, in term order",
+        );
     }
 
     #[test]
