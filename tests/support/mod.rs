@@ -23,9 +23,13 @@ pub fn client(cluster: &Cluster) -> ClientBuilder {
 }
 
 /// A client whose retry delay (20 s) is far beyond any test's patience: whatever it gets
-/// within a few seconds, a release announcement woke it for. Waits up to 30 s.
+/// within a few seconds, a release announcement woke it for. Waits up to 30 s. Its node
+/// calls get 2 s: on a loaded machine a call slower than the default 200 ms would count
+/// as failed, and an attempt woken by the one announcement there is would then leave
+/// the waiter on its 20 s delay (seen once in CI, with a build running alongside).
 pub fn patient(cluster: &Cluster) -> redfence::Client {
     client(cluster)
+        .node_timeout(Duration::from_secs(2))
         .retry_delay(Duration::from_secs(20))
         .retry_jitter(Duration::ZERO)
         .wait(Duration::from_secs(30))
