@@ -123,9 +123,9 @@ impl Semaphore {
 
     /// Every node's view of every permit, without changing anything; for operators and
     /// dashboards, not for deciding who may write. One [`LockStatus`] per slot, in slot
-    /// order, named `NAME#SLOT` as [`Permit::resource`] is: its holder on a quorum, and
-    /// its fence counter (the slot's newest token). Unreachable nodes are reported per
-    /// node.
+    /// order, named `NAME#SLOT` as a permit's [`resource`](LockGuard::resource) is: its
+    /// holder on a quorum, and its fence counter (the slot's newest token). Unreachable
+    /// nodes are reported per node.
     ///
     /// ```no_run
     /// # async fn demo(client: redfence::Client) -> Result<(), redfence::Error> {
