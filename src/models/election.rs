@@ -22,8 +22,13 @@
 //!   [`confirmed`](crate::election::follow::confirmed) returns for that read: a term only
 //!   once a read started after the one that first showed it has come back.
 //!
-//! Deliveries are atomic and in any order. Lost replies, late calls, crashes and time
-//! are the mutex model's business: leading is holding that lock.
+//! Deliveries are atomic and in any order. Within a fault budget, a delivery's reply is
+//! lost (the script ran; the candidate counts a failure) or lost and sent again on a new
+//! connection (the script runs twice; the repeat's answer counts: a repeated grant finds
+//! its own owner and counts as granted, its `INCR` having run twice). Late calls,
+//! crashes and time are the mutex model's business: leading is holding that lock, and a
+//! grant landing after its campaign gave up holds a key no one owns in a live attempt,
+//! which delays others until it expires but grants no one anything.
 //!
 //! Properties: one leader at a time; terms strictly increase across leaders; a node's
 //! record always names the holder of its lock there (so a record a majority agree on,
@@ -40,6 +45,7 @@ use std::fmt;
 
 use stateright::{Model, Property};
 
+use super::Delivery;
 use crate::core::quorum::{self, Decision, Tally, TokenPlan, Vote, commit_decided};
 use crate::election::follow::confirmed;
 
@@ -65,6 +71,8 @@ pub(super) struct ElectionModel {
     pub(super) attempts: u8,
     /// Reads the follower makes (0: no follower).
     pub(super) follower_reads: u8,
+    /// Lost and repeated replies in one run, together.
+    pub(super) faults: u8,
     pub(super) mutation: Mutation,
 }
 
@@ -120,14 +128,16 @@ pub(super) struct State {
     /// A campaign won the lock but could not publish, and stepped down (a ghost).
     abandoned: bool,
     follower: Follower,
+    /// Faults spent.
+    faults: u8,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Action {
     Campaign(u8),
-    Grant(u8, u8),
-    Commit(u8, u8),
-    Publish(u8, u8),
+    Grant(u8, u8, Delivery),
+    Commit(u8, u8, Delivery),
+    Publish(u8, u8, Delivery),
     Resign(u8),
     Expire(u8),
     FollowerReads,
@@ -142,9 +152,11 @@ impl fmt::Debug for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Action::Campaign(c) => write!(f, "{} campaigns", name(c)),
-            Action::Grant(c, i) => write!(f, "{}'s grant runs on n{i}", name(c)),
-            Action::Commit(c, i) => write!(f, "{}'s commit runs on n{i}", name(c)),
-            Action::Publish(c, i) => write!(f, "{}'s publication runs on n{i}", name(c)),
+            Action::Grant(c, i, how) => write!(f, "{}'s grant runs on n{i}{how}", name(c)),
+            Action::Commit(c, i, how) => write!(f, "{}'s commit runs on n{i}{how}", name(c)),
+            Action::Publish(c, i, how) => {
+                write!(f, "{}'s publication runs on n{i}{how}", name(c))
+            }
             Action::Resign(c) => write!(f, "{} resigns", name(c)),
             Action::Expire(c) => write!(f, "{}'s lease runs out (paused)", name(c)),
             Action::FollowerReads => write!(f, "the follower starts a read"),
@@ -289,6 +301,11 @@ impl ElectionModel {
     }
 }
 
+/// How many times a delivery runs its script on the node.
+fn runs(how: Delivery) -> usize {
+    if how == Delivery::Repeated { 2 } else { 1 }
+}
+
 fn tally<T>(answers: &[Option<T>], yes: impl Fn(&T) -> bool, n: usize) -> Tally {
     let mut t = Tally::new(n);
     for a in answers.iter().flatten() {
@@ -316,6 +333,7 @@ impl Model for ElectionModel {
             term_went_back: false,
             abandoned: false,
             follower: Follower::default(),
+            faults: 0,
         }]
     }
 
@@ -334,24 +352,37 @@ impl Model for ElectionModel {
                 Phase::Idle if *attempts < self.attempts => actions.push(Action::Campaign(c)),
                 Phase::Idle => {}
                 Phase::Granting(a) => {
-                    actions.extend(open(a.iter().map(Option::is_none).collect(), Action::Grant));
+                    actions.extend(open(a.iter().map(Option::is_none).collect(), |c, i| {
+                        Action::Grant(c, i, Delivery::Answered)
+                    }));
                 }
                 Phase::Committing(.., a) => {
-                    actions.extend(open(
-                        a.iter().map(Option::is_none).collect(),
-                        Action::Commit,
-                    ));
+                    actions.extend(open(a.iter().map(Option::is_none).collect(), |c, i| {
+                        Action::Commit(c, i, Delivery::Answered)
+                    }));
                 }
                 Phase::Publishing(_, a) => {
-                    actions.extend(open(
-                        a.iter().map(Option::is_none).collect(),
-                        Action::Publish,
-                    ));
+                    actions.extend(open(a.iter().map(Option::is_none).collect(), |c, i| {
+                        Action::Publish(c, i, Delivery::Answered)
+                    }));
                 }
                 Phase::Leading(_) => actions.push(Action::Resign(c)),
             }
             if holds && !matches!(phase, Phase::Idle | Phase::Granting(_)) {
                 actions.push(Action::Expire(c));
+            }
+        }
+        if s.faults < self.faults {
+            let deliveries = actions.len();
+            for k in 0..deliveries {
+                for how in [Delivery::ReplyLost, Delivery::Repeated] {
+                    match actions[k] {
+                        Action::Grant(c, i, _) => actions.push(Action::Grant(c, i, how)),
+                        Action::Commit(c, i, _) => actions.push(Action::Commit(c, i, how)),
+                        Action::Publish(c, i, _) => actions.push(Action::Publish(c, i, how)),
+                        _ => {}
+                    }
+                }
             }
         }
         match s.follower.reading {
@@ -374,17 +405,23 @@ impl Model for ElectionModel {
                 cand.1 += 1;
                 cand.0 = Phase::Granting(vec![None; n]);
             }
-            Action::Grant(c, i) => {
+            Action::Grant(c, i, how) => {
                 let Phase::Granting(mut answers) = s.candidates[usize::from(c)].0.clone() else {
                     return None;
                 };
+                s.faults += u8::from(how.is_fault());
                 let node = &mut s.nodes[usize::from(i)];
-                let granted = node.lock.is_none();
-                if granted {
-                    node.lock = Some(c);
+                let mut answer = None;
+                for _ in 0..runs(how) {
+                    // `SET lock NX GET` + `INCR`: granted where free, or already ours (a
+                    // repeat finds its own owner id).
+                    let granted = node.lock.is_none_or(|o| o == c);
+                    node.lock = Some(node.lock.unwrap_or(c));
+                    node.counter = node.counter.saturating_add(1);
+                    answer = granted.then_some(node.counter);
                 }
-                node.counter = node.counter.saturating_add(1);
-                answers[usize::from(i)] = Some(granted.then_some(node.counter));
+                // A lost reply counts as a failure: like a refusal, no grant to plan with.
+                answers[usize::from(i)] = Some(answer.filter(|_| how != Delivery::ReplyLost));
                 match tally(&answers, Option::is_some, n).decision() {
                     Decision::Pending => s.candidates[usize::from(c)].0 = Phase::Granting(answers),
                     Decision::Won => {
@@ -410,18 +447,20 @@ impl Model for ElectionModel {
                     Decision::Refused | Decision::Failed => self.step_down(&mut s, c),
                 }
             }
-            Action::Commit(c, i) => {
+            Action::Commit(c, i, how) => {
                 let Phase::Committing(term, at, raise, mut answers) =
                     s.candidates[usize::from(c)].0.clone()
                 else {
                     return None;
                 };
+                s.faults += u8::from(how.is_fault());
                 let node = &mut s.nodes[usize::from(i)];
                 let ours = node.lock == Some(c);
                 if ours {
                     node.counter = node.counter.max(term);
                 }
-                answers[usize::from(i)] = Some(ours);
+                // Run twice or once, the same: the counter is raised to the term.
+                answers[usize::from(i)] = Some(ours && how != Delivery::ReplyLost);
                 match self.commit_outcome(at, raise, &answers) {
                     Some(true) => self.publishing(&mut s, c, term),
                     Some(false) => self.step_down(&mut s, c),
@@ -431,11 +470,12 @@ impl Model for ElectionModel {
                     }
                 }
             }
-            Action::Publish(c, i) => {
+            Action::Publish(c, i, how) => {
                 let Phase::Publishing(term, mut answers) = s.candidates[usize::from(c)].0.clone()
                 else {
                     return None;
                 };
+                s.faults += u8::from(how.is_fault());
                 let node = &mut s.nodes[usize::from(i)];
                 let ours =
                     node.lock == Some(c) || self.mutation == Mutation::PublishWithoutOwnerCheck;
@@ -443,7 +483,7 @@ impl Model for ElectionModel {
                     node.record = Some((c, term));
                     node.log |= 1 << term;
                 }
-                answers[usize::from(i)] = Some(ours);
+                answers[usize::from(i)] = Some(ours && how != Delivery::ReplyLost);
                 let t = tally(&answers, |&ok| ok, n);
                 let won = t.decision() == Decision::Won
                     || (self.mutation == Mutation::ReturnAtFirstPublication && t.yes >= 1);
@@ -544,6 +584,7 @@ mod tests {
             candidates,
             attempts: 2,
             follower_reads: 0,
+            faults: 0,
             mutation,
         }
     }
@@ -559,6 +600,14 @@ mod tests {
     fn the_election_is_safe_on_five_nodes() {
         let mut m = model(5, 2, Mutation::None);
         m.attempts = 1;
+        assert_safe(m, usize::MAX);
+    }
+
+    #[test]
+    #[ignore = "model check: scripts/models.sh runs it in release"]
+    fn the_election_is_safe_with_a_lost_or_repeated_reply() {
+        let mut m = model(3, 2, Mutation::None);
+        m.faults = 1;
         assert_safe(m, usize::MAX);
     }
 

@@ -66,6 +66,17 @@ enum Delivery {
     Repeated,
 }
 
+/// How a trace tells a delivery: nothing when answered.
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Delivery::Answered => Ok(()),
+            Delivery::ReplyLost => write!(f, ", reply lost"),
+            Delivery::Repeated => write!(f, ", reply lost, sent again and runs again"),
+        }
+    }
+}
+
 impl Delivery {
     const ALL: [Delivery; 3] = [Delivery::Answered, Delivery::ReplyLost, Delivery::Repeated];
 

@@ -220,12 +220,7 @@ impl fmt::Debug for Action {
             Action::Tick => write!(f, "one tick passes"),
             Action::Start(i) => write!(f, "{} starts an acquisition", c(i)),
             Action::Deliver(i, n, how) => {
-                write!(f, "{}'s request runs on n{n} and is answered", c(i))?;
-                match how {
-                    Delivery::Answered => Ok(()),
-                    Delivery::ReplyLost => write!(f, ", reply lost"),
-                    Delivery::Repeated => write!(f, ", reply lost, sent again and runs again"),
-                }
+                write!(f, "{}'s request runs on n{n} and is answered{how}", c(i))
             }
             Action::Timeout(i, n) => {
                 write!(f, "{} times out on n{n} (the request may still land)", c(i))

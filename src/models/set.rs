@@ -14,8 +14,12 @@
 //!   when a client gives up or lets go: a later owner-checked release only deletes the
 //!   releaser's own keys, so running it early is the adversary's best case.
 //!
-//! Deliveries are atomic and in any order. Expiry, lost replies and crashes are the mutex
-//! model's business: each resource of a set is held exactly as that model's lock.
+//! Deliveries are atomic and in any order. Within a fault budget, a delivery's reply is
+//! lost (the script ran; the client counts a failure) or lost and sent again on a new
+//! connection (the script runs twice, the repeat's answer counts: a repeated grant finds
+//! the keys its own and increments their counters again). Expiry, late calls and crashes
+//! are the mutex model's business: each resource of a set is held exactly as that
+//! model's lock.
 //!
 //! Properties: no resource held by two clients at once; each resource's tokens strictly
 //! increase across its holders. Mutations: a grant that checks only the set's first key,
@@ -25,6 +29,7 @@ use std::fmt;
 
 use stateright::{Model, Property};
 
+use super::Delivery;
 use crate::core::quorum::{Decision, Tally, TokenPlan, Vote, commit_decided};
 
 /// Which safety step a mutated model leaves out.
@@ -45,6 +50,8 @@ pub(super) struct SetModel {
     pub(super) resources: usize,
     /// Acquisitions per client.
     pub(super) attempts: u8,
+    /// Lost and repeated replies in one run, together.
+    pub(super) faults: u8,
     pub(super) mutation: Mutation,
 }
 
@@ -89,13 +96,15 @@ pub(super) struct State {
     last_token: Vec<u8>,
     /// A holder got a token not above its resource's previous one (a ghost).
     token_went_back: bool,
+    /// Faults spent.
+    faults: u8,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Action {
     Start(u8),
-    Grant(u8, u8),
-    Commit(u8, u8),
+    Grant(u8, u8, Delivery),
+    Commit(u8, u8, Delivery),
     Release(u8),
 }
 
@@ -107,8 +116,8 @@ impl fmt::Debug for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Action::Start(c) => write!(f, "{} asks every node for its set", name(c)),
-            Action::Grant(c, i) => write!(f, "{}'s grant runs on n{i}", name(c)),
-            Action::Commit(c, i) => write!(f, "{}'s commit runs on n{i}", name(c)),
+            Action::Grant(c, i, how) => write!(f, "{}'s grant runs on n{i}{how}", name(c)),
+            Action::Commit(c, i, how) => write!(f, "{}'s commit runs on n{i}{how}", name(c)),
             Action::Release(c) => write!(f, "{} releases its set", name(c)),
         }
     }
@@ -242,6 +251,7 @@ impl Model for SetModel {
             clients: vec![(Phase::Idle, 0); self.sets.len()],
             last_token: vec![0; self.resources],
             token_went_back: false,
+            faults: 0,
         }]
     }
 
@@ -259,13 +269,25 @@ impl Model for SetModel {
                 Phase::Idle => {}
                 Phase::Granting(answers) => actions.extend(undelivered(
                     answers.iter().map(Option::is_none).collect(),
-                    Action::Grant,
+                    |c, i| Action::Grant(c, i, Delivery::Answered),
                 )),
                 Phase::Committing(_, answers) => actions.extend(undelivered(
                     answers.iter().map(Option::is_none).collect(),
-                    Action::Commit,
+                    |c, i| Action::Commit(c, i, Delivery::Answered),
                 )),
                 Phase::Holding(_) => actions.push(Action::Release(c)),
+            }
+        }
+        if s.faults < self.faults {
+            let deliveries = actions.len();
+            for k in 0..deliveries {
+                for how in [Delivery::ReplyLost, Delivery::Repeated] {
+                    match actions[k] {
+                        Action::Grant(c, i, _) => actions.push(Action::Grant(c, i, how)),
+                        Action::Commit(c, i, _) => actions.push(Action::Commit(c, i, how)),
+                        _ => {}
+                    }
+                }
             }
         }
     }
@@ -278,12 +300,17 @@ impl Model for SetModel {
                 cl.1 += 1;
                 cl.0 = Phase::Granting(vec![None; self.nodes]);
             }
-            Action::Grant(c, i) => {
-                let granted = self.grant(&mut s, c, usize::from(i));
+            Action::Grant(c, i, how) => {
+                s.faults += u8::from(how.is_fault());
+                let mut granted = self.grant(&mut s, c, usize::from(i));
+                if how == Delivery::Repeated {
+                    granted = self.grant(&mut s, c, usize::from(i));
+                }
                 let Phase::Granting(mut answers) = s.clients[usize::from(c)].0.clone() else {
                     return None;
                 };
-                answers[usize::from(i)] = Some(granted);
+                // A lost reply counts as a failure: like a refusal, no grant to plan with.
+                answers[usize::from(i)] = Some(granted.filter(|_| how != Delivery::ReplyLost));
                 let mut tally = Tally::new(self.nodes);
                 for a in answers.iter().flatten() {
                     tally.record(if a.is_some() { Vote::Yes } else { Vote::No });
@@ -308,12 +335,13 @@ impl Model for SetModel {
                     Decision::Refused | Decision::Failed => Self::give_up(&mut s, c),
                 }
             }
-            Action::Commit(c, i) => {
+            Action::Commit(c, i, how) => {
                 let i = usize::from(i);
                 let Phase::Committing(plans, mut answers) = s.clients[usize::from(c)].0.clone()
                 else {
                     return None;
                 };
+                s.faults += u8::from(how.is_fault());
                 // commit.lua for each resource this node must raise: while the key is ours.
                 let mut ours = true;
                 for (&r, p) in self.sets[usize::from(c)].iter().zip(&plans) {
@@ -327,7 +355,8 @@ impl Model for SetModel {
                         ours = false;
                     }
                 }
-                answers[i] = Some(ours);
+                // Run twice or once, the same: each counter is raised to its token.
+                answers[i] = Some(ours && how != Delivery::ReplyLost);
                 match self.commit_outcome(&plans, &answers) {
                     Some(true) => self.hold(&mut s, c, &plans),
                     Some(false) => Self::give_up(&mut s, c),
@@ -376,6 +405,7 @@ mod tests {
             sets: vec![vec![0, 1], vec![1, 2], vec![0, 2]],
             resources: 3,
             attempts: 2,
+            faults: 0,
             mutation,
         }
     }
@@ -384,6 +414,15 @@ mod tests {
     #[ignore = "model check: scripts/models.sh runs it in release"]
     fn sets_are_safe_on_three_nodes() {
         assert_safe(model(3, Mutation::None), usize::MAX);
+    }
+
+    #[test]
+    #[ignore = "model check: scripts/models.sh runs it in release"]
+    fn sets_are_safe_on_three_nodes_with_a_lost_or_repeated_reply() {
+        let mut m = model(3, Mutation::None);
+        m.sets.truncate(2);
+        m.faults = 1;
+        assert_safe(m, usize::MAX);
     }
 
     /// Two of the clients (A: r0 and r1, B: r1 and r2), once each, on five nodes.
