@@ -317,3 +317,47 @@ async fn an_uneven_release_is_learned_and_then_costs_one_round() {
     }
     assert_eq!(rounds, [2, 1], "grant rounds after each release");
 }
+
+/// Within one client, a release hands the lock over to the client's next waiter at once.
+/// On nodes without pub/sub no announcement can wake the waiter, and its retry delay is
+/// 30 s: it gets the lock all the same, and, with every link slow (50 ms each way), in
+/// one grant round: its grant, sent right behind the release on the same connections,
+/// runs after the release on every node. (Counted as grant requests on node 0.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_hands_over_to_a_waiter_of_the_same_client_in_one_round() {
+    let cluster = without_pubsub(3);
+    let slow = cluster.proxies().unwrap();
+    for i in 0..3 {
+        slow.set(i, Fault::Latency(Duration::from_millis(50)))
+            .unwrap();
+    }
+    let c = Client::builder()
+        .nodes(slow.urls())
+        .node_timeout(Duration::from_secs(2))
+        .retry_delay(Duration::from_secs(30))
+        .retry_jitter(Duration::ZERO)
+        .wait(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let held = c.acquire("local").await.unwrap();
+        let before = grants_on_node_0(&cluster).await;
+        let waiter = c.clone();
+        let task = tokio::spawn(async move { waiter.acquire("local").await });
+        let tried = settled(&cluster, before).await;
+        let token = held.token();
+        assert!(held.release().await.unwrap());
+        let next = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("not handed over: the waiter slept its 30 s retry delay")
+            .unwrap()
+            .unwrap();
+        assert!(next.token() > token);
+        assert_eq!(
+            grants_on_node_0(&cluster).await - tried,
+            1,
+            "grant rounds after the release"
+        );
+        next.release().await.unwrap();
+    }
+}
