@@ -58,7 +58,7 @@ pub(crate) static ELECT_LOG: LazyLock<Script> =
 
 /// How many leaderships an election's log keeps on each node: a
 /// [`Follower`](crate::Follower) that falls further behind is told of the gap.
-pub const LEADERSHIPS_KEPT: usize = 64;
+pub const LEADERSHIPS_KEPT: usize = 1024;
 
 /// Read-only: owner, remaining TTL and counter of one resource.
 pub(crate) static INSPECT: LazyLock<Script> =
