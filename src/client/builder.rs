@@ -346,7 +346,7 @@ impl ClientBuilder {
             self.connect_timeout,
         );
         Ok(Client::from_inner(Inner {
-            nodes: Nodes::new(nodes, settings.drift_factor, &wakeups),
+            nodes: Nodes::new(nodes, settings.drift_factor),
             settings,
             watchdogs: Arc::new(AtomicUsize::new(0)),
             wakeups,

@@ -6,7 +6,7 @@
 //! Below it is `node` (one connection, typed calls); above it `lease` and the primitives.
 
 use std::ops::Deref;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod background;
@@ -36,8 +36,6 @@ struct NodesInner {
     background: Arc<Background>,
     counters: Counters,
     renewer: Arc<Renewer>,
-    /// Weak: the pub/sub connections go with the client, not with its last lease.
-    wakeups: Weak<wakeup::Wakeups>,
 }
 
 impl std::fmt::Debug for Nodes {
@@ -60,27 +58,14 @@ impl Deref for Nodes {
 }
 
 impl Nodes {
-    pub(crate) fn new(
-        nodes: Vec<Arc<Node>>,
-        drift_factor: f64,
-        wakeups: &Arc<wakeup::Wakeups>,
-    ) -> Self {
+    pub(crate) fn new(nodes: Vec<Arc<Node>>, drift_factor: f64) -> Self {
         Self(Arc::new(NodesInner {
             nodes,
             drift_factor,
             background: Arc::default(),
             counters: Counters::default(),
             renewer: Arc::default(),
-            wakeups: Arc::downgrade(wakeups),
         }))
-    }
-
-    /// A release of a lease announced on `channel` was sent: wakes this client's next
-    /// waiter of it at once ([`Wakeups::hand_over`](wakeup::Wakeups::hand_over)).
-    pub(crate) fn hand_over(&self, channel: &str) {
-        if let Some(wakeups) = self.0.wakeups.upgrade() {
-            wakeups.hand_over(channel);
-        }
     }
 
     /// Nodes that must agree: `N / 2 + 1`.

@@ -47,19 +47,6 @@ impl<T> NodeCalls<T> {
     pub(crate) fn is_empty(&self) -> bool {
         self.running.is_empty() && self.ready.is_empty()
     }
-
-    /// Polls every call once, so that each hands its command to its node's connection
-    /// now (a multiplexed connection sends its commands in the order it took them: a
-    /// command sent later on it runs after). Replies already there are kept for the
-    /// round.
-    pub(crate) async fn send_now(&mut self) {
-        let NodeCalls { running, ready } = self;
-        std::future::poll_fn(|cx| {
-            poll_all(running, cx, |r| ready.push_back(r));
-            Poll::Ready(())
-        })
-        .await;
-    }
 }
 
 type Call<T> = (usize, BoxFuture<'static, Result<T, NodeError>>);
@@ -137,18 +124,13 @@ pub(crate) async fn run_round<T>(
     let mut timed_out = false;
     if !decided(&tally) {
         let gather = std::future::poll_fn(|cx| {
-            let mut take = |(i, r): Reply<T>| {
+            poll_all(&mut calls.running, cx, |(i, r)| {
                 let v = vote(&r);
                 tally.record(v);
                 #[cfg(feature = "tracing")]
                 votes.push(v);
                 answers.push((i, r));
-            };
-            // Replies that came in while the calls were sent (`send_now`), then the rest.
-            while let Some(reply) = calls.ready.pop_front() {
-                take(reply);
-            }
-            poll_all(&mut calls.running, cx, take);
+            });
             if decided(&tally) || calls.running.is_empty() {
                 Poll::Ready(())
             } else {

@@ -63,15 +63,13 @@ struct Channel {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// What a channel has heard: announcements per node, wake-ups for everyone (after a
-/// subscription or a reconnect, when releases may have gone unheard), and hand-overs by
-/// a holder on this client ([`Wakeups::hand_over`]). Counters only grow; a waiter
-/// compares them with what it saw at its last mark.
+/// What a channel has heard: announcements per node, and wake-ups for everyone (after a
+/// subscription or a reconnect, when releases may have gone unheard). Counters only
+/// grow; a waiter compares them with what it saw at its last mark.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Heard {
     everyone: u64,
     by_node: Vec<u64>,
-    handed_over: u64,
 }
 
 /// A client's pub/sub connections and the resources its waiters wait for.
@@ -132,7 +130,6 @@ impl Wakeups {
                 releases: watch::Sender::new(Heard {
                     everyone: 0,
                     by_node: vec![0; n],
-                    handed_over: 0,
                 }),
                 turn: Arc::new(tokio::sync::Mutex::new(())),
             });
@@ -297,26 +294,6 @@ impl Wakeups {
             }
             Some(conn)
         })
-    }
-
-    /// A holder on this client has sent its release of a lease announced on `channel`:
-    /// each node's command is on that node's connection already. Wakes this client's
-    /// waiter of the channel whose turn it is, at once, without waiting for the nodes'
-    /// announcements: its grant goes out on the same connections, each of which hands its
-    /// commands to its node in order, so every node runs the release first and the
-    /// hand-off costs one round trip (the grant's) instead of the release's, the
-    /// announcement's and the grant's.
-    ///
-    /// Why that is safe: the waiter's attempt is an ordinary attempt, decided as any
-    /// other. If its grant reaches a node before the release after all (a connection
-    /// being replaced, a node's slots all taken), or another client's grant gets there
-    /// in between, that node refuses it, and the waiter waits again for announcements, as
-    /// after any refused attempt. Nothing is granted that the nodes would not grant.
-    pub(crate) fn hand_over(&self, channel: &str) {
-        if let Some(ch) = self.lock().get(channel) {
-            ch.releases
-                .send_modify(|h| h.handed_over = h.handed_over.wrapping_add(1));
-        }
     }
 
     /// Wakes every waiter of `channel`.
@@ -522,10 +499,7 @@ impl Waiter {
                 std::future::pending::<()>().await;
             }
             let now = self.rx.borrow_and_update();
-            // Woken for everyone, or handed over by a holder on this client: neither is
-            // a node's announcement, so a refusal after it says nothing of how releases
-            // land.
-            if now.everyone != self.seen.everyone || now.handed_over != self.seen.handed_over {
+            if now.everyone != self.seen.everyone {
                 return false;
             }
             let mut announced = 0u64;

@@ -235,11 +235,7 @@ mod tests {
     fn handle() -> LeaseHandle {
         let now = clock::now();
         let lease = Lease::new(LeaseParts {
-            nodes: Nodes::new(
-                Vec::new(),
-                0.01,
-                &crate::core::wakeup::Wakeups::new(Vec::new(), Duration::from_secs(1)),
-            ),
+            nodes: Nodes::new(Vec::new(), 0.01),
             resource: "r".into(),
             keys: Arc::new(Keys::new("test", "r")),
             owner: "owner".into(),

@@ -304,17 +304,13 @@ impl Lease {
         let deadline = self.deadline();
         self.mark_released();
         let n = self.nodes.len();
-        let mut calls = self.nodes.release_calls(
+        let calls = self.nodes.release_calls(
             0..n,
             &self.keys,
             &self.owner,
             Announce::Waiters,
             &self.ledger,
         );
-        // Each node's release on its connection first, then this client's next waiter
-        // woken: its grant runs after the release on every node (`Wakeups::hand_over`).
-        calls.send_now().await;
-        self.nodes.hand_over(&self.keys.released);
         let vote = |r: &Result<Release, NodeError>| match r {
             Ok(Release { deleted: true, .. }) => Vote::Yes,
             Ok(Release {

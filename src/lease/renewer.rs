@@ -408,11 +408,7 @@ mod tests {
     /// A lease over no nodes, acquired at `at` with `ttl` and a deadline `valid` later.
     fn lease(at: Instant, ttl: Duration, valid: Duration) -> Arc<Lease> {
         Arc::new(Lease::new(LeaseParts {
-            nodes: Nodes::new(
-                Vec::new(),
-                0.01,
-                &crate::core::wakeup::Wakeups::new(Vec::new(), Duration::from_secs(1)),
-            ),
+            nodes: Nodes::new(Vec::new(), 0.01),
             resource: "r".into(),
             keys: Arc::new(Keys::new("test", "r")),
             owner: "owner".into(),
