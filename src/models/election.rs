@@ -45,7 +45,7 @@ use std::fmt;
 
 use stateright::{Model, Property};
 
-use super::Delivery;
+use super::{Delivery, add_faults};
 use crate::core::quorum::{self, Decision, Tally, TokenPlan, Vote, commit_decided};
 use crate::election::follow::confirmed;
 
@@ -373,17 +373,12 @@ impl Model for ElectionModel {
             }
         }
         if s.faults < self.faults {
-            let deliveries = actions.len();
-            for k in 0..deliveries {
-                for how in [Delivery::ReplyLost, Delivery::Repeated] {
-                    match actions[k] {
-                        Action::Grant(c, i, _) => actions.push(Action::Grant(c, i, how)),
-                        Action::Commit(c, i, _) => actions.push(Action::Commit(c, i, how)),
-                        Action::Publish(c, i, _) => actions.push(Action::Publish(c, i, how)),
-                        _ => {}
-                    }
-                }
-            }
+            add_faults(actions, |a, how| match a {
+                Action::Grant(c, i, _) => Some(Action::Grant(c, i, how)),
+                Action::Commit(c, i, _) => Some(Action::Commit(c, i, how)),
+                Action::Publish(c, i, _) => Some(Action::Publish(c, i, how)),
+                _ => None,
+            });
         }
         match s.follower.reading {
             None if s.follower.reads < self.follower_reads => actions.push(Action::FollowerReads),

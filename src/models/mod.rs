@@ -77,6 +77,18 @@ impl fmt::Display for Delivery {
     }
 }
 
+/// Adds, for every delivery among `actions`, its faulty variants (reply lost; lost and
+/// repeated): `faulty` rebuilds an action with another delivery, `None` for the rest.
+fn add_faults<A: Copy>(actions: &mut Vec<A>, faulty: impl Fn(A, Delivery) -> Option<A>) {
+    for k in 0..actions.len() {
+        for how in [Delivery::ReplyLost, Delivery::Repeated] {
+            if let Some(a) = faulty(actions[k], how) {
+                actions.push(a);
+            }
+        }
+    }
+}
+
 impl Delivery {
     const ALL: [Delivery; 3] = [Delivery::Answered, Delivery::ReplyLost, Delivery::Repeated];
 

@@ -29,7 +29,7 @@ use std::fmt;
 
 use stateright::{Model, Property};
 
-use super::Delivery;
+use super::{Delivery, add_faults};
 use crate::core::quorum::{Decision, Tally, TokenPlan, Vote, commit_decided};
 
 /// Which safety step a mutated model leaves out.
@@ -279,16 +279,11 @@ impl Model for SetModel {
             }
         }
         if s.faults < self.faults {
-            let deliveries = actions.len();
-            for k in 0..deliveries {
-                for how in [Delivery::ReplyLost, Delivery::Repeated] {
-                    match actions[k] {
-                        Action::Grant(c, i, _) => actions.push(Action::Grant(c, i, how)),
-                        Action::Commit(c, i, _) => actions.push(Action::Commit(c, i, how)),
-                        _ => {}
-                    }
-                }
-            }
+            add_faults(actions, |a, how| match a {
+                Action::Grant(c, i, _) => Some(Action::Grant(c, i, how)),
+                Action::Commit(c, i, _) => Some(Action::Commit(c, i, how)),
+                _ => None,
+            });
         }
     }
 
